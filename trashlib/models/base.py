@@ -1,0 +1,99 @@
+"""The one interface every model in the factory offers to the training loop and to inference.
+
+`model(images, masks)` returns a `SegOutput` whose `.loss` (also `out["loss"]`) is the training loss;
+`model.predict_proba(images)` returns class probabilities at the input resolution. Images come in
+as floats in [0, 1]; each model applies its own normalisation, so callers never need to know which
+statistics a backbone was pretrained with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SegOutput:
+    """What `forward` returns: the loss (None without masks) and optional extras (logits, aux losses)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str):
+        if key in ("loss", "logits"):
+            return getattr(self, key)
+        return self.extras[key]
+
+
+class SegmentationModel(nn.Module):
+    """Base class: normalisation, the loss/probability interface and optimiser parameter groups."""
+
+    #: factory name and size, set by `build_model`
+    name: str = ""
+    size: str = ""
+
+    def __init__(self, *, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images to the backbone's input statistics.
+
+        Shape:
+            images: (N, 3, H, W) float in [0, 1]
+        """
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> SegOutput:
+        """Loss (when masks are given) and logits.
+
+        Shape:
+            images: (N, 3, H, W) float in [0, 1]
+            masks: (N, H, W) long label maps, `ignore_index` ignored
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities at the input resolution, summing to 1 over classes.
+
+        Shape:
+            images: (N, 3, H, W) float in [0, 1]
+            returns: (N, num_classes, H, W) float
+        """
+        raise NotImplementedError
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the pretrained backbone (trained with a smaller learning rate)."""
+        return []
+
+    def param_groups(self, *, lr: float, weight_decay: float, backbone_lr_mult: float = 0.1) -> list[dict]:
+        """AdamW groups: backbone at lr x backbone_lr_mult; no weight decay on norms, biases, embeddings."""
+        backbone = {id(p) for p in self.backbone_parameters()}
+        groups: dict[tuple[bool, bool], list] = {}
+        for pname, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            no_decay = p.ndim <= 1 or "norm" in pname or "position" in pname or "relative_position" in pname
+            groups.setdefault((id(p) in backbone, no_decay), []).append(p)
+        return [
+            {"params": ps, "lr": lr * (backbone_lr_mult if is_bb else 1.0),
+             "weight_decay": 0.0 if no_decay else weight_decay, "name": f"{'backbone' if is_bb else 'head'}{'_no_decay' if no_decay else ''}"}
+            for (is_bb, no_decay), ps in sorted(groups.items())
+        ]
+
+    def num_parameters(self) -> int:
+        """Number of parameters."""
+        return sum(p.numel() for p in self.parameters())
