@@ -14,7 +14,8 @@ def _data_synth(args) -> int:
     from trashlib.synth import generate_dataset
 
     out = generate_dataset(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
-                           n_test=args.n_test, mislabel_rate=args.mislabel_rate, workers=args.workers)
+                           n_test=args.n_test, mislabel_rate=args.mislabel_rate, workers=args.workers,
+                           overwrite=args.overwrite)
     print(f"wrote dataset to {out}")
     return 0
 
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=100, help="test images, labels written to test_labels.json (default 100)")
     s.add_argument("--mislabel-rate", type=float, default=0.02, help="share of annotations given a wrong class, recorded in synth_meta.json (default 0.02)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    s.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
     s.set_defaults(func=_data_synth)
     c = data.add_parser("check", help="validate a dataset; report every problem; exit 1 if any")
     c.add_argument("root", type=Path, help="data root holding train_all/train/val/test.json")

@@ -3,7 +3,8 @@
 Never from the working directory: nbval starts kernels in the notebook's folder, papermill in the
 caller's. `TRASHLIB_DATA` names a data root (the competition layout); without it the embedded,
 generated dataset is used. `TRASHLIB_HOME` moves the writable folders (data/, reports/, runs/) as a
-whole, for installs where the package's own folder is read-only.
+whole, for installs where the package's own folder is read-only; `TRASHLIB_REPORTS` and `TRASHLIB_RUNS`
+move one of them (the test suite sends notebook outputs to a scratch folder this way).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ NOTEBOOKS_DIR = PACKAGE_DIR.parent / "notebooks"
 DATA_DIR = PROJECT_DIR / "data"
 RAW_DIR = DATA_DIR / "raw"
 INTERIM_DIR = DATA_DIR / "interim"
-REPORTS_DIR = PROJECT_DIR / "reports"
+REPORTS_DIR = Path(os.environ.get("TRASHLIB_REPORTS", PROJECT_DIR / "reports")).resolve()
 FIGURES_DIR = REPORTS_DIR / "figures"
 METRICS_DIR = REPORTS_DIR / "metrics"
 RUNS_DIR = Path(os.environ.get("TRASHLIB_RUNS", PROJECT_DIR / "runs")).resolve()

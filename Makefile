@@ -1,0 +1,59 @@
+# trashlib: `make report` and `make test` are all a newcomer needs; each builds what it lacks first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.trashlib-installed
+PROFILE ?= cpu
+SYNTH := data/raw/trash-synth
+SYNTH_SOURCES := $(wildcard trashlib/synth/*.py)
+NB_REPORTS := .pytest_cache/nbval-reports
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help venv data report test test-fast test-notebooks bench lab clean-reports
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/requirements.txt: environment.yml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# the pip section of environment.yml, less the package itself: one list of dependencies
+	awk '/^ *- pip:/ {on=1; next} on && /^ *- / {sub(/^ *- /, ""); sub(/ *#.*/, ""); if ($$0 !~ /^-e/) print}' $< > $@
+
+$(STAMP): $(VENV)/requirements.txt pyproject.toml
+	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name trashlib --display-name "Python (trashlib)" >/dev/null
+	touch $@
+
+venv: $(STAMP) ## build or refresh the virtual environment in .venv (automatic)
+
+$(SYNTH)/.generated: $(SYNTH_SOURCES) | $(STAMP)
+	$(PY) -m trashlib data synth --out $(SYNTH) --overwrite
+	touch $@
+
+data: $(SYNTH)/.generated ## generate the embedded trash-scene dataset (data/raw/trash-synth)
+
+report: venv data ## run every notebook with PROFILE (smoke, cpu: default, gpu) into reports/
+	$(PY) -m trashlib report --profile $(PROFILE) $(if $(DATA),--data $(DATA))
+
+test: venv data ## unit tests, then the notebooks in their smoke configuration (nbval)
+	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-notebooks
+
+test-fast: venv ## unit tests only, without the notebooks
+	$(PY) -m pytest -q tests -x
+
+test-notebooks: venv data ## run the notebooks with their default (smoke) parameters under nbval
+	TRASHLIB_REPORTS=$(CURDIR)/$(NB_REPORTS) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/
+
+bench: venv data ## run the benchmarks in bench/ (each prints its ratio against a baseline)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lab: venv data ## open JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-reports: ## delete the generated reports/
+	find reports -mindepth 1 ! -name README.md -delete

@@ -1,0 +1,75 @@
+"""Notebooks are committed without outputs, carry one `parameters` cell, and render through the report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trashlib import paths, report
+
+NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, f"no numbered notebooks in {paths.NOTEBOOKS_DIR}"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(nb_path):
+    nb = json.loads(nb_path.read_text())
+    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{nb_path.name}: cells {dirty} have outputs or execution counts; strip them before committing"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_parameters_cell_first_code_cell(nb_path):
+    nb = json.loads(nb_path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{nb_path.name}: expected exactly one cell tagged 'parameters', found {len(tagged)}"
+    assert code[0] is tagged[0], f"{nb_path.name}: the parameters cell must be the first code cell"
+    assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_profiles_name_only_parameters_the_notebooks_have(profile):
+    prof = report.load_profile(profile)
+    for name, params in prof["notebooks"].items():
+        nb_path = paths.NOTEBOOKS_DIR / f"{name}.ipynb"
+        assert nb_path.exists(), f"profile {profile} names {name}, which is not a notebook"
+        nb = json.loads(nb_path.read_text())
+        source = "".join(next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+        for key in {**prof["defaults"], **params}:
+            assert f"{key} =" in source, f"profile {profile} sets {key!r}, which {name}'s parameters cell does not define"
+
+
+def test_unknown_profile_lists_known():
+    with pytest.raises(FileNotFoundError, match="smoke"):
+        report.load_profile("nope")
+
+
+def test_notebook_selection():
+    assert [p.stem for p in report.notebook_paths(["01"])] == ["01_EDA"]
+    with pytest.raises(ValueError, match="01_EDA"):
+        report.notebook_paths(["99"])
+
+
+def test_report_renders_eda_smoke(tmp_path, monkeypatch, tiny_root):
+    """The report machinery end to end: papermill run, HTML with figures, metrics, index page."""
+    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.setenv("TRASHLIB_REPORTS", str(tmp_path / "reports"))
+    records = report.make_report("smoke", ["01"], data_root=str(tiny_root))
+    assert records[0]["status"] == "ok", records
+    html = (tmp_path / "reports" / "01_EDA.html").read_text()
+    assert "data:image/png;base64" in html
+    assert json.loads((tmp_path / "reports" / "metrics" / "01_EDA.json").read_text())
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert 'href="01_EDA.html"' in index and "failed" not in index
+
+
+@pytest.mark.realdata
+def test_eda_runs_on_real_data(tmp_path, monkeypatch, taco_root):
+    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.setenv("TRASHLIB_REPORTS", str(tmp_path / "reports"))
+    records = report.make_report("smoke", ["01"], data_root=str(taco_root))
+    assert records[0]["status"] == "ok", records

@@ -1,0 +1,192 @@
+"""The report: run the numbered notebooks with papermill, render HTML, write an index page.
+
+Notebooks record their key numbers with `save_metrics` and their figures with `save_figure`, so later
+notebooks and the index read results instead of retraining. A profile (smoke, cpu, gpu, or a YAML
+file) supplies each notebook's parameters; without a profile a notebook runs its own defaults, which
+are the cheap smoke run (that is what `pytest --nbval-lax` executes).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from trashlib import paths
+from trashlib.io import atomic_open, write_json
+
+PROFILES_DIR = paths.PACKAGE_DIR / "profiles"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_metrics(notebook: str, metrics: dict) -> Path:
+    """Write a notebook's key numbers to reports/metrics/<notebook>.json (atomic; NaN -> null)."""
+    return write_json(paths.REPORTS_DIR / "metrics" / f"{notebook}.json", _jsonable(metrics))
+
+
+def load_metrics(notebook: str) -> dict | None:
+    """The metrics a notebook saved, or None if it has not run."""
+    path = paths.REPORTS_DIR / "metrics" / f"{notebook}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def save_figure(fig, name: str, *, dpi: int = 110) -> Path:
+    """Save a matplotlib figure to reports/figures/<name>.png (atomic) and return the path."""
+    path = paths.REPORTS_DIR / "figures" / f"{name}.png"
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def load_profile(profile: str | os.PathLike) -> dict:
+    """A profile's parameters: {"defaults": {...}, "notebooks": {name: {...}}}; name or YAML path."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"profile {profile!r} not found (known profiles: {', '.join(known)}, or a YAML path)")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"description", "defaults", "notebooks"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)} (allowed: description, defaults, notebooks)")
+    return {"description": data.get("description", ""), "defaults": data.get("defaults") or {},
+            "notebooks": data.get("notebooks") or {}}
+
+
+def notebook_paths(selection: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in order, optionally filtered by names or number prefixes ("01", "02_baseline...")."""
+    nbs = sorted(p for p in paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if not selection:
+        return nbs
+    chosen = [p for p in nbs if any(p.stem == s or p.stem.startswith(f"{s}_") or p.name == s for s in selection)]
+    missing = [s for s in selection if not any(p.stem == s or p.stem.startswith(f"{s}_") or p.name == s for p in nbs)]
+    if missing:
+        raise ValueError(f"no notebook matches {missing}; notebooks: {', '.join(p.stem for p in nbs)}")
+    return chosen
+
+
+def notebook_parameters(profile: dict, notebook: str, *, data_root: str | None = None) -> dict:
+    """Parameters papermill injects into one notebook: profile defaults, then the notebook's own."""
+    params = {**profile["defaults"], **profile["notebooks"].get(notebook, {})}
+    if data_root is not None:
+        params["data_root"] = str(data_root)
+    return params
+
+
+def _title(nb_path: Path) -> str:
+    nb = json.loads(nb_path.read_text())
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            for line in "".join(cell.get("source", "")).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return nb_path.stem
+
+
+def render_html(executed: Path, out: Path) -> Path:
+    """Executed notebook -> standalone HTML (figures embedded), written atomically."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_filename(str(executed))
+    with atomic_open(out, "w", encoding="utf-8") as f:
+        f.write(body)
+    return out
+
+
+def _kernel_name() -> str:
+    """The kernel installed with the project's environment ("trashlib"), else the default python3."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "trashlib" if "trashlib" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def run_notebook(nb_path: Path, parameters: dict, *, out_dir: Path) -> dict:
+    """Execute one notebook with papermill into out_dir (.ipynb and .html); returns a status record."""
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / nb_path.name
+    tmp = out_dir / f".{nb_path.stem}.running.ipynb"
+    start = time.perf_counter()
+    status, error = "ok", None
+    try:
+        pm.execute_notebook(str(nb_path), str(tmp), parameters=parameters, cwd=str(nb_path.parent),
+                            progress_bar=False, kernel_name=_kernel_name())
+    except Exception as e:  # the failed notebook is still rendered, so the reader sees the traceback
+        status, error = "failed", f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+    seconds = time.perf_counter() - start
+    if tmp.exists():
+        os.replace(tmp, executed)
+        render_html(executed, out_dir / f"{nb_path.stem}.html")
+    return {"notebook": nb_path.stem, "title": _title(nb_path), "status": status, "error": error,
+            "seconds": round(seconds, 1), "parameters": parameters}
+
+
+def make_report(profile: str = "cpu", notebooks: list[str] | None = None, *, data_root: str | None = None,
+                stop_on_error: bool = True) -> list[dict]:
+    """Run the notebooks in order with a profile, render HTML into reports/ and write reports/index.html."""
+    prof = load_profile(profile)
+    out_dir = paths.REPORTS_DIR
+    records = []
+    for nb in notebook_paths(notebooks):
+        params = notebook_parameters(prof, nb.stem, data_root=data_root)
+        print(f"[report] {nb.stem} ({profile}) ...", flush=True)
+        rec = run_notebook(nb, params, out_dir=out_dir)
+        print(f"[report] {nb.stem}: {rec['status']} in {rec['seconds']:.0f} s" + (f" - {rec['error']}" if rec["error"] else ""), flush=True)
+        records.append(rec)
+        write_index(records, profile=profile)
+        if rec["status"] != "ok" and stop_on_error:
+            raise RuntimeError(f"notebook {nb.stem} failed ({rec['error']}); see {out_dir / (nb.stem + '.html')}")
+    return records
+
+
+def _metric_summary(metrics: dict | None, limit: int = 8) -> str:
+    if not metrics:
+        return ""
+    items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in items[:limit])
+
+
+def write_index(records: list[dict], *, profile: str) -> Path:
+    """reports/index.html: every rendered notebook with its status, run time and key numbers."""
+    rows = []
+    for r in records:
+        link = f'<a href="{html.escape(r["notebook"])}.html">{html.escape(r["title"])}</a>'
+        status = "ok" if r["status"] == "ok" else f'<b style="color:#b00">failed</b>: {html.escape(r["error"] or "")}'
+        rows.append(f"<tr><td>{html.escape(r['notebook'])}</td><td>{link}</td><td>{status}</td>"
+                    f"<td>{r['seconds']:.0f} s</td><td>{html.escape(_metric_summary(load_metrics(r['notebook'])))}</td></tr>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>trashlib report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style>
+</head><body><h1>trashlib report</h1>
+<p>Semantic segmentation of recycling-trash photos. Profile <code>{html.escape(profile)}</code>, generated {time.strftime('%Y-%m-%d %H:%M')}.
+Each notebook is rendered with its outputs; key numbers come from <code>metrics/&lt;notebook&gt;.json</code>.</p>
+<table><tr><th>#</th><th>notebook</th><th>status</th><th>time</th><th>key numbers</th></tr>
+{''.join(rows)}
+</table></body></html>
+"""
+    path = paths.REPORTS_DIR / "index.html"
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    write_json(paths.REPORTS_DIR / "metrics" / "_runs.json", _jsonable(records))
+    return path

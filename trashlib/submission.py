@@ -1,0 +1,252 @@
+"""The competition submission: a CSV `image_id,PredictionString`, one row per test image in test.json order.
+
+PredictionString holds 256*256 space-separated labels, row-major. A 512x512 prediction is reduced by
+nearest neighbour, which keeps the even rows and columns (what albumentations' Resize(256, 256) does
+to a mask). Rows are streamed both ways: neither writing nor checking holds the test set in memory.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from trashlib.classes import NUM_CLASSES
+from trashlib.io import atomic_open, read_json
+
+HEADER = ("image_id", "PredictionString")
+SIZE = 256
+NUM_LABELS = SIZE * SIZE
+# A row is about 131 kB, over the csv module's default field limit of 128 KiB.
+_FIELD_LIMIT = 1 << 24
+# Every label is written as one placeholder byte followed by a space; labels from 10 up get a letter
+# ('A' = 10) that str.replace widens afterwards, so encoding is a table lookup plus a few C-level passes.
+_PLACEHOLDERS = "".join(str(i) if i < 10 else chr(55 + i) for i in range(NUM_CLASSES))
+_WIDE = {str(i): chr(55 + i) for i in range(10, NUM_CLASSES)}
+_ENCODE = np.frombuffer(_PLACEHOLDERS.encode("ascii"), dtype=np.uint8)
+_DECODE = np.full(256, 255, dtype=np.uint8)
+_DECODE[_ENCODE] = np.arange(NUM_CLASSES, dtype=np.uint8)
+_DIGIT_OR_SPACE = np.zeros(256, dtype=bool)
+_DIGIT_OR_SPACE[list(b"0123456789 ")] = True
+_TOKENS = {str(i): i for i in range(NUM_CLASSES)}
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _downsample(mask: np.ndarray) -> np.ndarray:
+    if mask.shape == (2 * SIZE, 2 * SIZE):
+        return mask[::2, ::2]  # cv2 INTER_NEAREST at scale 2 samples source index floor(2 * i)
+    if mask.shape == (SIZE, SIZE):
+        return mask
+    raise ValueError(f"expected a ({2 * SIZE}, {2 * SIZE}) or ({SIZE}, {SIZE}) label map, got shape {mask.shape}")
+
+
+def downsample_prediction(pred) -> np.ndarray:
+    """A 512x512 prediction reduced to 256x256 by nearest neighbour (even rows and columns); 256x256 passes.
+
+    Shape:
+        pred: (512, 512) or (256, 256) integer labels in 0..num_classes-1 (numpy or torch).
+        returns: (256, 256) uint8.
+    """
+    pred = _as_numpy(pred)
+    if pred.dtype.kind not in "iu":
+        raise ValueError(f"prediction must hold integer labels, got dtype {pred.dtype}")
+    small = _downsample(pred)
+    bad = (pred < 0) | (pred >= NUM_CLASSES)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"prediction holds label {pred[row, col]} at (row {row}, col {col}), "
+                         f"outside 0..{NUM_CLASSES - 1} ({int(bad.sum())} such pixels)")
+    return np.ascontiguousarray(small, dtype=np.uint8)
+
+
+def encode_prediction(pred) -> str:
+    """The PredictionString of one prediction: 65,536 space-separated labels, row-major.
+
+    Shape:
+        pred: (512, 512) or (256, 256) integer labels (downsampled first when 512).
+    """
+    flat = downsample_prediction(pred).ravel()
+    buf = np.empty((flat.size, 2), dtype=np.uint8)
+    buf[:, 0] = _ENCODE[flat]
+    buf[:, 1] = ord(" ")
+    text = buf.tobytes()[:-1].decode("ascii")
+    for label, letter in _WIDE.items():
+        text = text.replace(letter, label)
+    return text
+
+
+def write_submission(path: str | os.PathLike, rows: Iterable[tuple[str, object]]) -> Path:
+    """Stream (image_id, prediction) rows, in test.json order, to the CSV at `path`, atomically; returns the path."""
+    path = Path(path)
+    seen: set[str] = set()
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(HEADER)
+        for n, (image_id, pred) in enumerate(rows, start=1):
+            if not isinstance(image_id, str) or not image_id:
+                raise ValueError(f"{path}: row {n}: image_id must be a non-empty file_name, got {image_id!r}")
+            if image_id in seen:
+                raise ValueError(f"{path}: row {n}: duplicate image_id {image_id!r}")
+            seen.add(image_id)
+            try:
+                text = encode_prediction(pred)
+            except ValueError as e:
+                raise ValueError(f"{path}: row {n} ({image_id}): {e}") from None
+            writer.writerow((image_id, text))
+    return path
+
+
+def _parse_labels(text: str) -> tuple[np.ndarray | None, str | None]:
+    """(256x256 uint8 labels, None) or (None, what is wrong) for one PredictionString."""
+    raw = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
+    if _DIGIT_OR_SPACE[raw].all():  # fast path: canonical "d d d ..." after widening labels >= 10
+        squeezed = text
+        for label, letter in _WIDE.items():
+            squeezed = squeezed.replace(label, letter)
+        b = np.frombuffer(squeezed.encode("ascii"), dtype=np.uint8)
+        if b.size == 2 * NUM_LABELS - 1 and (b[1::2] == 32).all() and (b[::2] != 32).all():
+            labels = _DECODE[b[::2]]
+            if (labels != 255).all():
+                return labels.reshape(SIZE, SIZE), None
+    tokens = text.split()
+    problems = []
+    if len(tokens) != NUM_LABELS:
+        problems.append(f"found {len(tokens)} labels, expected {NUM_LABELS}")
+    for i, tok in enumerate(tokens, start=1):
+        if tok not in _TOKENS:
+            kind = "outside" if re.fullmatch(r"[+-]?\d+", tok) else "not an integer in"
+            problems.append(f"label {i} is {tok[:20]!r}: {kind} 0..{NUM_CLASSES - 1}")
+            break
+    if problems:
+        return None, "; ".join(problems)
+    return np.fromiter((_TOKENS[t] for t in tokens), np.uint8, NUM_LABELS).reshape(SIZE, SIZE), None
+
+
+def _open_rows(path: Path):
+    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
+    # utf-8-sig: a spreadsheet-saved CSV starts with a byte-order mark that is not part of the header
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_submission(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """Stream (image_id, 256x256 uint8 prediction) from a submission CSV; bad rows raise naming the line."""
+    path = Path(path)
+    with _open_rows(path) as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or tuple(header) != HEADER:
+            raise ValueError(f"{path}: line 1: header {header!r}, expected {','.join(HEADER)!r}")
+        for fields in reader:
+            if len(fields) != 2:
+                raise ValueError(f"{path}: line {reader.line_num}: {len(fields)} fields, expected 2")
+            pred, problem = _parse_labels(fields[1])
+            if problem:
+                raise ValueError(f"{path}: line {reader.line_num} ({fields[0]}): {problem}")
+            yield fields[0], pred
+
+
+def _test_file_names(test_json: Path, coco: dict) -> list[str]:
+    try:
+        return [img["file_name"] for img in coco["images"]]
+    except (KeyError, TypeError):
+        raise ValueError(f"{test_json}: not a COCO file with an 'images' list of file_name entries") from None
+
+
+def validate_submission(csv_path: str | os.PathLike, test_json: str | os.PathLike) -> list[str]:
+    """Every problem of a submission CSV against test.json (empty list: valid), each naming the line or id."""
+    csv_path, test_json = Path(csv_path), Path(test_json)
+    return _validate(csv_path, _test_file_names(test_json, read_json(test_json)), test_json)
+
+
+def _validate(csv_path: Path, expected: list[str], test_json: Path) -> list[str]:
+    index = {name: i for i, name in enumerate(expected)}
+    problems: list[str] = []
+    first_line: dict[str, int] = {}
+    order: list[tuple[int, str]] = []  # (line, image_id) of first-seen known ids, in file order
+
+    def check_row(line: int, fields: list[str]) -> None:
+        where = f"{csv_path}: line {line}"
+        if len(fields) != 2:
+            problems.append(f"{where}: {len(fields)} fields, expected 2 (image_id,PredictionString)")
+            return
+        image_id, text = fields
+        if image_id not in index:
+            problems.append(f"{where}: unknown image_id {image_id!r} (not in {test_json.name})")
+        elif image_id in first_line:
+            problems.append(f"{where}: duplicate image_id {image_id!r} (first at line {first_line[image_id]})")
+        else:
+            first_line[image_id] = line
+            order.append((line, image_id))
+        _, problem = _parse_labels(text)
+        if problem:
+            problems.append(f"{where} ({image_id}): {problem}")
+
+    line = 0
+    try:
+        with _open_rows(csv_path) as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return [f"{csv_path}: empty file; expected the header {','.join(HEADER)!r} and {len(expected)} rows"]
+            line = reader.line_num
+            if tuple(header) != HEADER:
+                shown = ",".join(header)[:60]
+                problems.append(f"{csv_path}: line 1: header is {shown!r}, expected {','.join(HEADER)!r}")
+                if header and header[0] in index:  # a data row where the header belongs: check it as one
+                    check_row(1, header)
+            for fields in reader:
+                line = reader.line_num
+                check_row(line, fields)
+    except OSError as e:
+        return [f"{csv_path}: cannot read the file: {e.strerror or e}"]
+    except UnicodeDecodeError as e:
+        problems.append(f"{csv_path}: not UTF-8 text after line {line} ({e.reason}); reading stopped")
+    except csv.Error as e:
+        problems.append(f"{csv_path}: line {line + 1}: unreadable CSV ({e}); reading stopped")
+
+    in_order = sorted(order, key=lambda row: index[row[1]])
+    misplaced = [(got, want) for got, want in zip(order, in_order) if got[1] != want[1]]
+    if misplaced:
+        (line, got), (_, want) = misplaced[0]
+        problems.append(f"{csv_path}: line {line}: rows are not in {test_json.name} order: found {got!r} where "
+                        f"{want!r} belongs ({len(misplaced)} rows out of place)")
+    missing = [name for name in expected if name not in first_line]
+    if missing:
+        listed = ", ".join(missing[:20]) + (f", ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        problems.append(f"{csv_path}: {len(missing)} of {len(expected)} test images have no row: {listed}")
+    return problems
+
+
+def score_submission(csv_path: str | os.PathLike, labels_json: str | os.PathLike):
+    """Competition scores (trashlib.metrics.Scores) of a submission against a COCO file with annotations."""
+    from trashlib.data import TrashDataset
+    from trashlib.metrics import ConfusionMeter
+
+    csv_path, labels_json = Path(csv_path), Path(labels_json)
+    coco = read_json(labels_json)
+    if not isinstance(coco, dict) or "annotations" not in coco:
+        raise ValueError(f"{labels_json}: has no 'annotations'; scoring needs the labelled test file "
+                         f"(e.g. test_labels.json), not test.json")
+    problems = _validate(csv_path, _test_file_names(labels_json, coco), labels_json)
+    if problems:
+        raise ValueError(f"{csv_path} is not a valid submission for {labels_json}:\n" + "\n".join(problems))
+    del coco
+    dataset = TrashDataset(labels_json.parent, labels_json.stem)
+    position = {name: i for i, name in enumerate(dataset.file_names)}
+    meter = ConfusionMeter()
+    for image_id, pred in read_submission(csv_path):
+        mask = _as_numpy(dataset.load_mask(position[image_id]))
+        try:
+            target = _downsample(mask)  # exactly as the submission was reduced
+        except ValueError as e:
+            raise ValueError(f"{labels_json}: ground truth of {image_id}: {e}") from None
+        meter.update(pred, target)
+    return meter.compute()
