@@ -23,7 +23,7 @@ def _as_numpy(x) -> np.ndarray:
 def confusion_matrix(pred, target, *, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Confusion matrix of one image or batch: rows ground truth, columns prediction.
 
-    Pixels whose target is `ignore_index` (or outside 0..num_classes-1) are skipped.
+    Pixels whose target is `ignore_index` are skipped; any other label outside 0..num_classes-1 raises.
 
     Shape:
         pred, target: (H, W) or (N, H, W) integer label maps of the same shape.
@@ -32,10 +32,16 @@ def confusion_matrix(pred, target, *, num_classes: int = NUM_CLASSES, ignore_ind
     pred, target = _as_numpy(pred), _as_numpy(target)
     if pred.shape != target.shape:
         raise ValueError(f"pred shape {pred.shape} != target shape {target.shape}")
+    for name, arr in (("pred", pred), ("target", target)):
+        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+            raise ValueError(f"{name} must hold integer labels, got dtype {arr.dtype}")
     target = target.astype(np.int64, copy=False).ravel()
     pred = pred.astype(np.int64, copy=False).ravel()
-    valid = (target >= 0) & (target < num_classes) & (target != ignore_index)
+    valid = target != ignore_index
     target, pred = target[valid], pred[valid]
+    if target.size and (target.min() < 0 or target.max() >= num_classes):
+        bad = target[(target < 0) | (target >= num_classes)][0]
+        raise ValueError(f"target holds label {bad}, neither in 0..{num_classes - 1} nor the ignore value {ignore_index}")
     if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
         bad = pred[(pred < 0) | (pred >= num_classes)][0]
         raise ValueError(f"prediction holds label {bad}, outside 0..{num_classes - 1}")

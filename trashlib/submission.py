@@ -22,11 +22,13 @@ SIZE = 256
 NUM_LABELS = SIZE * SIZE
 # A row is about 131 kB, over the csv module's default field limit of 128 KiB.
 _FIELD_LIMIT = 1 << 24
-# Every label is written as one placeholder byte followed by a space; labels from 10 up get a letter
-# ('A' = 10) that str.replace widens afterwards, so encoding is a table lookup plus a few C-level passes.
+# Every label is written as one placeholder byte and a space; labels from 10 up get a letter ('A' = 10)
+# that bytes.replace widens afterwards: encoding is a table lookup plus a few C-level passes, no loop.
 _PLACEHOLDERS = "".join(str(i) if i < 10 else chr(55 + i) for i in range(NUM_CLASSES))
 _WIDE = {str(i): chr(55 + i) for i in range(10, NUM_CLASSES)}
 _ENCODE = np.frombuffer(_PLACEHOLDERS.encode("ascii"), dtype=np.uint8)
+# label -> the two bytes "<placeholder> " as one little-endian uint16: one lookup writes both
+_ENCODE_PAIR = (_ENCODE.astype("<u2") | (ord(" ") << 8)).astype("<u2")
 _DECODE = np.full(256, 255, dtype=np.uint8)
 _DECODE[_ENCODE] = np.arange(NUM_CLASSES, dtype=np.uint8)
 _DIGIT_OR_SPACE = np.zeros(256, dtype=bool)
@@ -48,6 +50,20 @@ def _downsample(mask: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a ({2 * SIZE}, {2 * SIZE}) or ({SIZE}, {SIZE}) label map, got shape {mask.shape}")
 
 
+def _checked_small(pred) -> np.ndarray:
+    pred = _as_numpy(pred)
+    if pred.dtype.kind not in "iu":
+        raise ValueError(f"prediction must hold integer labels, got dtype {pred.dtype}")
+    small = _downsample(pred)
+    # Viewed as unsigned, negative labels become huge: one max() checks both ends of the range.
+    if pred.view(pred.dtype.str.replace("i", "u")).max() >= NUM_CLASSES:
+        bad = (pred < 0) | (pred >= NUM_CLASSES)
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"prediction holds label {pred[row, col]} at (row {row}, col {col}), "
+                         f"outside 0..{NUM_CLASSES - 1} ({int(bad.sum())} such pixels)")
+    return small
+
+
 def downsample_prediction(pred) -> np.ndarray:
     """A 512x512 prediction reduced to 256x256 by nearest neighbour (even rows and columns); 256x256 passes.
 
@@ -55,16 +71,15 @@ def downsample_prediction(pred) -> np.ndarray:
         pred: (512, 512) or (256, 256) integer labels in 0..num_classes-1 (numpy or torch).
         returns: (256, 256) uint8.
     """
-    pred = _as_numpy(pred)
-    if pred.dtype.kind not in "iu":
-        raise ValueError(f"prediction must hold integer labels, got dtype {pred.dtype}")
-    small = _downsample(pred)
-    bad = (pred < 0) | (pred >= NUM_CLASSES)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(f"prediction holds label {pred[row, col]} at (row {row}, col {col}), "
-                         f"outside 0..{NUM_CLASSES - 1} ({int(bad.sum())} such pixels)")
-    return np.ascontiguousarray(small, dtype=np.uint8)
+    return np.ascontiguousarray(_checked_small(pred), dtype=np.uint8)
+
+
+def _encode_bytes(pred) -> bytes:
+    # np.take straight from the strided view: no intermediate copy of the downsampled map
+    text = np.take(_ENCODE_PAIR, _checked_small(pred)).tobytes()[:-1]  # [:-1]: no trailing space
+    for label, letter in _WIDE.items():
+        text = text.replace(letter.encode(), label.encode())
+    return text
 
 
 def encode_prediction(pred) -> str:
@@ -73,13 +88,12 @@ def encode_prediction(pred) -> str:
     Shape:
         pred: (512, 512) or (256, 256) integer labels (downsampled first when 512).
     """
-    flat = downsample_prediction(pred).ravel()
-    buf = np.empty((flat.size, 2), dtype=np.uint8)
-    buf[:, 0] = _ENCODE[flat]
-    buf[:, 1] = ord(" ")
-    text = buf.tobytes()[:-1].decode("ascii")
-    for label, letter in _WIDE.items():
-        text = text.replace(letter, label)
+    return _encode_bytes(pred).decode("ascii")
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\r\n'):  # the csv module's minimal quoting
+        return '"' + text.replace('"', '""') + '"'
     return text
 
 
@@ -87,9 +101,9 @@ def write_submission(path: str | os.PathLike, rows: Iterable[tuple[str, object]]
     """Stream (image_id, prediction) rows, in test.json order, to the CSV at `path`, atomically; returns the path."""
     path = Path(path)
     seen: set[str] = set()
-    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(HEADER)
+    # Binary writes of ready-made bytes: csv.writer would scan each 131 kB row char by char (~3 ms).
+    with atomic_open(path, "wb") as f:
+        f.write(",".join(HEADER).encode() + b"\n")
         for n, (image_id, pred) in enumerate(rows, start=1):
             if not isinstance(image_id, str) or not image_id:
                 raise ValueError(f"{path}: row {n}: image_id must be a non-empty file_name, got {image_id!r}")
@@ -97,10 +111,10 @@ def write_submission(path: str | os.PathLike, rows: Iterable[tuple[str, object]]
                 raise ValueError(f"{path}: row {n}: duplicate image_id {image_id!r}")
             seen.add(image_id)
             try:
-                text = encode_prediction(pred)
+                text = _encode_bytes(pred)
             except ValueError as e:
                 raise ValueError(f"{path}: row {n} ({image_id}): {e}") from None
-            writer.writerow((image_id, text))
+            f.writelines((_csv_field(image_id).encode("utf-8"), b",", text, b"\n"))
     return path
 
 
@@ -113,9 +127,7 @@ def _parse_labels(text: str) -> tuple[np.ndarray | None, str | None]:
             squeezed = squeezed.replace(label, letter)
         b = np.frombuffer(squeezed.encode("ascii"), dtype=np.uint8)
         if b.size == 2 * NUM_LABELS - 1 and (b[1::2] == 32).all() and (b[::2] != 32).all():
-            labels = _DECODE[b[::2]]
-            if (labels != 255).all():
-                return labels.reshape(SIZE, SIZE), None
+            return _DECODE[b[::2]].reshape(SIZE, SIZE), None
     tokens = text.split()
     problems = []
     if len(tokens) != NUM_LABELS:
@@ -243,9 +255,11 @@ def score_submission(csv_path: str | os.PathLike, labels_json: str | os.PathLike
     position = {name: i for i, name in enumerate(dataset.file_names)}
     meter = ConfusionMeter()
     for image_id, pred in read_submission(csv_path):
-        mask = _as_numpy(dataset.load_mask(position[image_id]))
+        mask = dataset.load_mask(position[image_id])
+        if mask is None:
+            raise ValueError(f"{labels_json}: the data layer found no labels for {image_id}")
         try:
-            target = _downsample(mask)  # exactly as the submission was reduced
+            target = _downsample(_as_numpy(mask))  # exactly as the submission was reduced
         except ValueError as e:
             raise ValueError(f"{labels_json}: ground truth of {image_id}: {e}") from None
         meter.update(pred, target)
