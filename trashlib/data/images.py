@@ -1,0 +1,42 @@
+"""Image files: decode to (H, W, 3) uint8 RGB, with errors naming the JSON file and the image id."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from trashlib.data.coco import DatasetError, Problem
+
+
+def read_image(path: str | Path, *, width: int | None = None, height: int | None = None,
+               file: str = "", item: str | None = None) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB; DatasetError if missing, corrupt or of another size."""
+    path = Path(path)
+    where = file or str(path)
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DatasetError([Problem(where, item, f"image file {path} is missing")]) from None
+    except OSError as e:
+        raise DatasetError([Problem(where, item, f"image file {path} cannot be read: {e.strerror or e}")]) from None
+    # OpenCV < 5 decodes a truncated JPEG with only a warning; a JPEG must end with its EOI marker
+    truncated = buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-64:].tobytes()
+    image = None if truncated else _decode(buf)
+    if image is None:
+        what = "truncated" if truncated else "corrupt or not an image"
+        raise DatasetError([Problem(where, item, f"image file {path} is {what} ({buf.size} bytes)")])
+    if (width is not None and image.shape[1] != width) or (height is not None and image.shape[0] != height):
+        raise DatasetError([Problem(where, item, f"image file {path} is {image.shape[1]}x{image.shape[0]}, "
+                                                 f"the JSON says {width}x{height}")])
+    return image
+
+
+def _decode(buf: np.ndarray) -> np.ndarray | None:
+    import cv2
+
+    # stored pixels, as COCO annotates them (PIL ignores EXIF orientation too)
+    flags = cv2.IMREAD_IGNORE_ORIENTATION
+    if hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.11 converts inside the decoder: no extra copy
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | flags)
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR | flags)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
