@@ -82,11 +82,15 @@ class SegmentationModel(nn.Module):
     def param_groups(self, *, lr: float, weight_decay: float, backbone_lr_mult: float = 0.1) -> list[dict]:
         """AdamW groups: backbone at lr x backbone_lr_mult; no weight decay on norms, biases, embeddings."""
         backbone = {id(p) for p in self.backbone_parameters()}
+        # nn.Embedding tables (e.g. Mask2Former's queries) and DiNAT's relative position bias `rpb`
+        # are not decayed either, as in the Mask2Former / DiNAT training recipes
+        embeddings = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
         groups: dict[tuple[bool, bool], list] = {}
         for pname, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            no_decay = p.ndim <= 1 or "norm" in pname or "position" in pname or "relative_position" in pname
+            no_decay = (p.ndim <= 1 or id(p) in embeddings or "norm" in pname or "position" in pname
+                        or pname.endswith(".rpb"))
             groups.setdefault((id(p) in backbone, no_decay), []).append(p)
         return [
             {"params": ps, "lr": lr * (backbone_lr_mult if is_bb else 1.0),

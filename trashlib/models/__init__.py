@@ -1,0 +1,81 @@
+"""One model factory: `build_model(name, *, num_classes, size, pretrained)` over the `MODELS` table.
+
+Every entry returns a `SegmentationModel` (see base.py): `model(images, masks)` -> SegOutput with
+`.loss`, `model.predict_proba(images)` -> (N, C, H, W) probabilities at the input resolution,
+`backbone_parameters()` and `set_class_weights(weights)`. Sizes: `tiny` (random init, CPU-sized),
+`base`, `large` (published shapes). transformers is imported only when a model is built.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from trashlib.classes import NUM_CLASSES
+from trashlib.models.base import SegmentationModel, SegOutput
+from trashlib.models.sizes import CHECKPOINTS, SIZES
+
+
+def _mask2former_swin(**kw):
+    from trashlib.models.mask2former import build_mask2former_swin
+
+    return build_mask2former_swin(**kw)
+
+
+def _mask2former_dinat(**kw):
+    from trashlib.models.dinat import build_mask2former_dinat
+
+    return build_mask2former_dinat(**kw)
+
+
+def _semask_swin(**kw):
+    from trashlib.models.semask import build_semask_swin
+
+    return build_semask_swin(**kw)
+
+
+def _upernet_swin(**kw):
+    from trashlib.models.baselines import build_upernet_swin
+
+    return build_upernet_swin(**kw)
+
+
+def _upernet_convnext(**kw):
+    from trashlib.models.baselines import build_upernet_convnext
+
+    return build_upernet_convnext(**kw)
+
+
+def _segformer(**kw):
+    from trashlib.models.baselines import build_segformer
+
+    return build_segformer(**kw)
+
+
+MODELS: dict[str, Callable[..., SegmentationModel]] = {
+    "mask2former-swin": _mask2former_swin,
+    "mask2former-dinat": _mask2former_dinat,
+    "semask-swin": _semask_swin,
+    "upernet-swin": _upernet_swin,
+    "upernet-convnext": _upernet_convnext,
+    "segformer": _segformer,
+}
+
+
+def build_model(name: str, *, num_classes: int = NUM_CLASSES, size: str = "tiny",
+                pretrained: str | os.PathLike | None = None) -> SegmentationModel:
+    """A model from the `MODELS` table; raises ValueError listing the valid names (or sizes).
+
+    `pretrained`: a hub id or a local checkpoint folder (see pretrained.py); its config then defines
+    the architecture and `size` only picks size-specific settings that have no weights.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r} for {name}; valid sizes: {', '.join(SIZES)}")
+    model = MODELS[name](num_classes=num_classes, size=size,
+                         pretrained=None if pretrained is None else str(pretrained))
+    model.name, model.size = name, size
+    return model
+
+
+__all__ = ["CHECKPOINTS", "MODELS", "SIZES", "SegOutput", "SegmentationModel", "build_model"]

@@ -1,0 +1,82 @@
+"""Architecture shapes per model size: `tiny` (random init, runs on a laptop CPU), `base` and `large`.
+
+`tiny` exists for tests and CPU smoke runs; `base`/`large` are the published shapes the competition
+seed used, so public checkpoints load into them. A `pretrained` checkpoint's own config always wins
+over these tables (see `pretrained.py`).
+"""
+from __future__ import annotations
+
+SIZES = ("tiny", "base", "large")
+
+SWIN = {
+    "tiny": dict(embed_dim=48, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24], window_size=7, drop_path_rate=0.1),
+    # Swin-B / Swin-L, window 12 (the IN-21k 384 checkpoints behind mask2former-swin-*-ade-semantic)
+    "base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12, drop_path_rate=0.3),
+    "large": dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12, drop_path_rate=0.3),
+}
+
+# Mask2Former head; {} = transformers' defaults (hidden 256, 100 queries, 6 encoder / 10 decoder layers,
+# 12544 loss points per mask). tiny samples 4096 points: a 256x256 crop has 64x64 = 4096 mask-logit
+# pixels, and the default made the Hungarian matcher's cost matrices 3/4 of a CPU training step.
+MASK2FORMER_HEAD = {
+    "tiny": dict(feature_size=128, mask_feature_size=128, hidden_dim=128, encoder_feedforward_dim=512,
+                 dim_feedforward=512, num_queries=50, encoder_layers=2, decoder_layers=4, train_num_points=4096),
+    "base": {},
+    "large": {},
+}
+
+# DiNAT; dilations per stage and layer. base/large follow the published segmentation configs
+# (kernel 7 at 512 for base; DiNAT-L 11x11 as in the ADE20K Mask2Former/OneFormer configs, whose
+# stage-1 dilation 20 exceeds a 128-wide stage: transformers' DinatLayer then zero-pads to k*d).
+DINAT = {
+    "tiny": dict(embed_dim=48, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24], kernel_size=7, mlp_ratio=2.0,
+                 dilations=[[1, 4], [1, 2], [1, 2], [1, 1]], drop_path_rate=0.1, layer_scale_init_value=0.0),
+    "base": dict(embed_dim=128, depths=[3, 4, 18, 5], num_heads=[4, 8, 16, 32], kernel_size=7, mlp_ratio=2.0,
+                 dilations=[[1, 16, 1], [1, 8, 1, 8], [1, 4] * 9, [1, 2, 1, 2, 1]], drop_path_rate=0.3,
+                 layer_scale_init_value=1e-5),
+    "large": dict(embed_dim=192, depths=[3, 4, 18, 5], num_heads=[6, 12, 24, 48], kernel_size=11, mlp_ratio=2.0,
+                  dilations=[[1, 20, 1], [1, 5, 1, 10], [1, 2, 1, 3, 1, 4, 1, 5, 1, 2, 1, 3, 1, 4, 1, 5, 1, 5],
+                             [1, 2, 1, 2, 1]], drop_path_rate=0.3, layer_scale_init_value=0.0),
+}
+
+CONVNEXT = {
+    "tiny": dict(hidden_sizes=[48, 96, 192, 384], depths=[2, 2, 2, 2], drop_path_rate=0.1),
+    "base": dict(hidden_sizes=[128, 256, 512, 1024], depths=[3, 3, 27, 3], drop_path_rate=0.4),
+    "large": dict(hidden_sizes=[192, 384, 768, 1536], depths=[3, 3, 27, 3], drop_path_rate=0.4),
+}
+
+# UperNet head widths (hidden_size of the PPM/FPN, auxiliary FCN channels)
+UPERNET_HEAD = {
+    "tiny": dict(hidden_size=128, auxiliary_channels=64),
+    "base": dict(hidden_size=512, auxiliary_channels=256),
+    "large": dict(hidden_size=512, auxiliary_channels=256),
+}
+
+# SegFormer: tiny = MiT-b0, base = MiT-b2, large = MiT-b5
+SEGFORMER = {
+    "tiny": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], decoder_hidden_size=256),
+    "base": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768),
+    "large": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3], decoder_hidden_size=768),
+}
+
+# Public checkpoints per entry and size, for messages and notebooks (never downloaded implicitly).
+CHECKPOINTS = {
+    "mask2former-swin": {"base": "facebook/mask2former-swin-base-IN21k-ade-semantic",
+                         "large": "facebook/mask2former-swin-large-ade-semantic"},
+    "mask2former-dinat": {"base": "shi-labs/dinat-base-in1k-224",
+                          "large": "shi-labs/dinat-large-11x11-in22k-in1k-384"},
+    "semask-swin": {"base": "facebook/mask2former-swin-base-IN21k-ade-semantic",
+                    "large": "facebook/mask2former-swin-large-ade-semantic"},
+    "upernet-swin": {"tiny": "openmmlab/upernet-swin-tiny", "base": "openmmlab/upernet-swin-base",
+                     "large": "openmmlab/upernet-swin-large"},
+    "upernet-convnext": {"tiny": "openmmlab/upernet-convnext-tiny", "base": "openmmlab/upernet-convnext-base",
+                         "large": "openmmlab/upernet-convnext-large"},
+    "segformer": {"tiny": "nvidia/mit-b0", "base": "nvidia/mit-b2", "large": "nvidia/mit-b5"},
+}
+
+
+def size_config(table: dict, size: str, what: str) -> dict:
+    """A copy of `table[size]`; raises ValueError listing the valid sizes."""
+    if size not in table:
+        raise ValueError(f"unknown size {size!r} for {what}; valid sizes: {', '.join(table)}")
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in table[size].items()}
