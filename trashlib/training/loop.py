@@ -1,0 +1,249 @@
+"""`train(cfg) -> Run`: the one training loop every notebook and the CLI use.
+
+Single process: `train(cfg)` or `python -m trashlib train ...`. Several GPUs:
+`accelerate launch -m trashlib train ...` (Hugging Face Accelerate; `batch_size` is per device and
+only the main process writes files). A finished run with the same config is reused, not retrained;
+`resume=True` continues an unfinished one from its last checkpoint and reaches the same weights as an
+uninterrupted run (data order, augmentation and RNG states are all part of the checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trashlib.training import runs
+from trashlib.training.config import TrainConfig
+from trashlib.training.schedule import lr_factor, set_lr
+
+
+def _accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    # Accelerate keeps a process-wide state that refuses a second mixed-precision setting; notebooks
+    # call train() several times per kernel, so clear it (the distributed PartialState is kept).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool) -> None:
+    """Write config and provenance; a fresh start clears what an earlier attempt left."""
+    if not resuming:
+        for name in ("checkpoints", "probs"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in (runs.METRICS_FILE, runs.FINISHED_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(run_dir / runs.CONFIG_FILE)
+    from trashlib.io import write_json
+
+    write_json(run_dir / runs.ENV_FILE, runs.environment(device))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records written after the checkpoint we resume from (they will be written again)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+
+
+class _Log:
+    """Appends JSON lines to metrics.jsonl (main process only) as they happen."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def __call__(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
+    if not (run_dir / runs.FINISHED_FILE).exists():
+        return False
+    return runs.Run(run_dir).config.identity() == cfg.identity()
+
+
+def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int | None = None,
+          progress: bool = True) -> runs.Run:
+    """Train `cfg` (or reuse its finished run) and return the `Run`.
+
+    `model` replaces `build_model(cfg.model, ...)` (a SegmentationModel instance, for tests and
+    experiments); `force` retrains a finished run; `stop_after=k` stops after step k as an
+    interruption would (last checkpoint written, run left unfinished, resumable with resume=True).
+    """
+    from tqdm.auto import tqdm
+
+    from trashlib.data import TrashDataset
+    from trashlib.paths import resolve_data_root
+    from trashlib.training.augment import transform_from_config
+    from trashlib.training.sampling import TrainStream, train_loader
+
+    cfg = cfg.replace(data_root=str(resolve_data_root(cfg.data_root)))
+    run_dir = runs.run_dir_for(cfg)
+    if not force and _finished_run(run_dir, cfg):
+        print(f"reusing finished run {run_dir} (force=True retrains)")
+        return runs.Run(run_dir)
+    accelerator = _accelerator(cfg)
+    main, device = accelerator.is_main_process, accelerator.device
+    _seed_everything(cfg.seed)
+    if model is None:  # before touching the folder: an unknown name must not leave a run behind
+        from trashlib.models import build_model
+
+        model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
+    ckpt_dir = run_dir / "checkpoints"
+    resuming = cfg.resume and not force and (ckpt_dir / "last_state.json").exists()
+    if main:
+        _start_folder(run_dir, cfg, str(device), resuming=resuming)
+    accelerator.wait_for_everyone()
+    optimizer = torch.optim.AdamW(model.param_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                     backbone_lr_mult=cfg.backbone_lr_mult))
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(model)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if world > 1:
+        torch.manual_seed(cfg.seed + rank)  # same init on every rank (above), different randomness now
+    state = {"step": 0, "best_miou": None, "class_weights": None, "elapsed": 0.0}
+    if resuming:
+        _restore(accelerator, raw, optimizer, ckpt_dir, state)
+        if world > 1:  # the checkpoint holds the main process's RNG; give each rank its own again
+            torch.manual_seed(cfg.seed + 1000 * state["step"] + rank)
+        if main:
+            _truncate_metrics(run_dir / runs.METRICS_FILE, state["step"])
+            print(f"resuming {run_dir.name} from step {state['step']}")
+    log = _Log(run_dir / runs.METRICS_FILE, main)
+
+    stream = TrainStream(TrashDataset(cfg.data_root, split=cfg.train_split), transform_from_config(cfg), seed=cfg.seed)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    batches = iter(train_loader(stream, start=state["step"] * cfg.grad_accum, end=end * cfg.grad_accum,
+                                batch_size=cfg.batch_size, rank=rank, world=world, workers=cfg.workers,
+                                pin_memory=device.type == "cuda"))
+    evaluator = _Evaluator(cfg, accelerator, raw, log, ckpt_dir, state) if cfg.val_split else None
+    save_every = cfg.save_every or cfg.eval_every
+
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not (main and progress), desc=run_dir.name)
+    t0 = time.perf_counter() - state["elapsed"]
+    loss_sum, loss_n = torch.zeros((), device=device), 0
+    for step in range(state["step"], end):
+        factor = lr_factor(step, steps=cfg.steps, warmup=cfg.warmup, power=cfg.poly_power)
+        set_lr(optimizer, factor)
+        for _ in range(cfg.grad_accum):
+            images, masks = next(batches)
+            x = images.to(device, non_blocking=True).float().div_(255)
+            y = masks.to(device, non_blocking=True).long()
+            with accelerator.accumulate(model):
+                loss = model(x, y).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            loss_n += 1
+        done = state["step"] = step + 1
+        state["elapsed"] = time.perf_counter() - t0
+        bar.update(1)
+        if done % cfg.log_every == 0 or done == end:
+            loss_value = accelerator.reduce(loss_sum / loss_n, "mean").item()  # the only sync per log line
+            loss_sum.zero_()
+            loss_n = 0
+            log({"kind": "train", "step": done, "loss": loss_value, "lr": cfg.lr * factor, "time": state["elapsed"]})
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{cfg.lr * factor:.2e}", refresh=False)
+        if evaluator and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+            evaluator(done)
+        if done == end or (save_every and done % save_every == 0):
+            _save_last(accelerator, raw, optimizer, ckpt_dir, state, cfg)
+    bar.close()
+    if main and state["step"] == cfg.steps:
+        from trashlib.io import write_json
+
+        write_json(run_dir / runs.FINISHED_FILE, {"step": state["step"], "best_miou": state["best_miou"],
+                                                  "elapsed_s": state["elapsed"]})
+    accelerator.wait_for_everyone()
+    return runs.Run(run_dir)
+
+
+def _restore(accelerator, raw, optimizer, ckpt_dir: Path, state: dict) -> None:
+    """Load model, optimizer, RNG, grad-scaler and loop state from the last checkpoint."""
+    from trashlib.training.checkpoint import load_training_state, restore_rng
+
+    model_state, optimizer_state, saved = load_training_state(ckpt_dir)
+    raw.load_state_dict(model_state)
+    optimizer.load_state_dict(optimizer_state)
+    restore_rng(saved.pop("rng_tensors"), saved.pop("rng"))
+    scaler = saved.get("scaler")
+    if scaler and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(scaler)
+    state.update({k: saved[k] for k in state})
+    if state["class_weights"] is not None:
+        raw.set_class_weights(torch.tensor(state["class_weights"], dtype=torch.float32))
+
+
+def _save_last(accelerator, raw, optimizer, ckpt_dir: Path, state: dict, cfg: TrainConfig) -> None:
+    from trashlib.training.checkpoint import save_training_state
+
+    if accelerator.is_main_process:
+        order = {"seed": cfg.seed, "micro_batch": state["step"] * cfg.grad_accum}  # + sampling's rule
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        save_training_state(ckpt_dir, model_state=raw.state_dict(), optimizer_state=optimizer.state_dict(),
+                            state={**state, "data_order": order, "scaler": scaler})
+    accelerator.wait_for_everyone()
+
+
+class _Evaluator:
+    """Validation at a step: scores to metrics.jsonl, best checkpoint, CDB class weights."""
+
+    def __init__(self, cfg, accelerator, raw, log, ckpt_dir, state):
+        from trashlib.data import TrashDataset
+
+        self.cfg, self.accelerator, self.raw, self.log = cfg, accelerator, raw, log
+        self.ckpt_dir, self.state = ckpt_dir, state
+        self.dataset = TrashDataset(cfg.data_root, split=cfg.val_split)
+        n = len(self.dataset) if cfg.eval_max_images is None else min(cfg.eval_max_images, len(self.dataset))
+        self.n = n
+        self.indices = range(accelerator.process_index, n, accelerator.num_processes)  # a shard per process
+
+    def _reduce(self, confusion: np.ndarray) -> np.ndarray:
+        total = self.accelerator.reduce(torch.from_numpy(confusion).to(self.accelerator.device), "sum")
+        return total.cpu().numpy()
+
+    def __call__(self, step: int) -> None:
+        from trashlib.training.checkpoint import save_weights
+        from trashlib.training.evaluate import cdb_weights, evaluate
+        from trashlib.training.sampling import eval_loader
+
+        acc, cfg = self.accelerator, self.cfg
+        loader = eval_loader(self.dataset, self.indices, batch_size=cfg.batch_size, workers=min(cfg.workers, 2))
+        scores = evaluate(self.raw, loader, device=acc.device, num_classes=self.raw.num_classes,
+                          autocast=acc.autocast, reduce=self._reduce)
+        record = {"kind": "eval", "step": step, "split": cfg.val_split, "images": self.n, **scores.as_dict(),
+                  "time": self.state["elapsed"]}
+        if np.isfinite(scores.miou) and (self.state["best_miou"] is None or scores.miou > self.state["best_miou"]):
+            self.state["best_miou"] = scores.miou
+            if acc.is_main_process:
+                save_weights(self.ckpt_dir / "best.safetensors", self.raw.state_dict(),
+                             metadata={"step": step, "mIoU": scores.miou})
+        if cfg.class_weighting == "cdb":
+            weights = cdb_weights(scores.per_class_iou, tau=cfg.cdb_tau)
+            self.raw.set_class_weights(torch.tensor(weights, dtype=torch.float32))
+            self.state["class_weights"] = record["class_weights"] = weights.tolist()
+        self.log(record)
+        acc.print(f"step {step}: val mIoU {scores.miou:.4f}  pixel acc {scores.pixel_accuracy:.4f}")

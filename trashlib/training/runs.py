@@ -1,0 +1,185 @@
+"""Run folders: naming, no-clobber, provenance files, and `Run`, the read side of a training run.
+
+Layout of `runs/<run-name>/`: config.yaml, environment.json (git commit and dirty flag, versions,
+device), metrics.jsonl (one JSON record per line, written as training goes), checkpoints/
+(best.safetensors, last.safetensors + last_state.json) and finished.json once training completed.
+Names follow `<model>-<size>_b<batch>x<steps>_<data folder>-<crop>`, for example
+`mask2former-swin-tiny_b4x300_trash-synth-256`; a different config asking for a taken name gets
+`_<config hash>` appended, so nothing is ever overwritten by another experiment.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+from trashlib.training.config import TrainConfig
+
+CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE = "config.yaml", "metrics.jsonl", "finished.json", "environment.json"
+
+
+def runs_dir() -> Path:
+    """The default runs folder, read at call time (tests and notebooks may move it)."""
+    import trashlib.paths as paths
+
+    return Path(paths.RUNS_DIR)
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """The readable name of a config: model-size_bBATCHxSTEPS_DATA-CROP (batch = per device x accumulation)."""
+    data = Path(cfg.data_root).name if cfg.data_root else "default-data"
+    name = f"{cfg.model}-{cfg.size}_b{cfg.batch_size * cfg.grad_accum}x{cfg.steps}_{data}-{cfg.image_size}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    """The folder of `cfg`'s run: its name, or name_<hash> when the name holds a different config."""
+    base = Path(cfg.out_dir) if cfg.out_dir else runs_dir()
+    name = cfg.run_name or run_name(cfg)
+    for candidate in (base / name, base / f"{name}_{cfg.config_hash()}"):
+        saved = candidate / CONFIG_FILE
+        if not saved.exists() or TrainConfig.from_yaml(saved).identity() == cfg.identity():
+            return candidate
+    raise ValueError(f"{base / name}: both the name and the hashed name hold other configs")
+
+
+def git_state() -> dict:
+    """{"commit": HEAD or "unknown", "dirty": bool or None} of the project's repository."""
+    from trashlib.paths import PACKAGE_DIR
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def environment(device: str) -> dict:
+    """Provenance of a run: git state, interpreter and library versions, device."""
+    import torch
+
+    env = {"git": git_state(), "python": platform.python_version(), "platform": platform.platform(),
+           "torch": torch.__version__, "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name()
+    from importlib.metadata import PackageNotFoundError, version
+
+    for lib in ("transformers", "accelerate", "albumentations", "numpy", "safetensors"):
+        try:  # metadata, not import: importing transformers alone takes seconds
+            env[lib] = version(lib)
+        except PackageNotFoundError:
+            env[lib] = None
+    return env
+
+
+class Run:
+    """A training run folder: config, metrics, checkpoints, model loading."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not (self.path / CONFIG_FILE).exists():
+            raise FileNotFoundError(f"{self.path} is not a run folder (no {CONFIG_FILE})")
+        self._config = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, finished={self.finished})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Run) and self.path.resolve() == other.path.resolve()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> TrainConfig:
+        if self._config is None:
+            self._config = TrainConfig.from_yaml(self.path / CONFIG_FILE)
+        return self._config
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / FINISHED_FILE).exists()
+
+    @property
+    def environment(self) -> dict:
+        return json.loads((self.path / ENV_FILE).read_text()) if (self.path / ENV_FILE).exists() else {}
+
+    def metrics(self, kind: str | None = None) -> list[dict]:
+        """Records of metrics.jsonl ("train" loss lines, "eval" lines), optionally of one kind."""
+        path = self.path / METRICS_FILE
+        if not path.exists():
+            return []
+        records = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {n} is not JSON: {e.msg}") from None
+        return [r for r in records if kind is None or r.get("kind") == kind]
+
+    def metrics_frame(self, kind: str = "train"):
+        """metrics() of one kind as a pandas DataFrame (per-class IoU expanded to columns for "eval")."""
+        import pandas as pd
+
+        records = self.metrics(kind)
+        if kind == "eval":
+            records = [{**{k: v for k, v in r.items() if k != "per_class_iou"},
+                        **{f"IoU {c}": v for c, v in (r.get("per_class_iou") or {}).items()}} for r in records]
+        return pd.DataFrame.from_records(records)
+
+    def best_metrics(self, metric: str = "mIoU") -> dict | None:
+        """The evaluation record with the highest `metric` (None before any evaluation)."""
+        evals = [r for r in self.metrics("eval") if r.get(metric) is not None]
+        return max(evals, key=lambda r: r[metric]) if evals else None
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """Path of the "best" or "last" weights; "best" falls back to "last" when never evaluated."""
+        if which not in ("best", "last"):
+            raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+        ckpt = self.path / "checkpoints"
+        path = ckpt / f"{which}.safetensors"
+        if which == "best" and not path.exists():
+            path = ckpt / "last.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"run {self.name} has no {which} checkpoint in {ckpt}")
+        return path
+
+    def load_model(self, which: str = "best", *, model=None, device="cpu"):
+        """The run's model (built from its config unless `model` is given) with the weights, in eval mode."""
+        from trashlib.training.checkpoint import load_weights
+
+        path = self.checkpoint(which)
+        if model is None:
+            from trashlib.models import build_model
+
+            cfg = self.config
+            try:  # a pretrained checkpoint's config defines the architecture; its weights are replaced
+                model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
+            except OSError:  # checkpoint not available here: the size preset (load_state_dict checks shapes)
+                model = build_model(cfg.model, size=cfg.size, pretrained=None)
+        state = load_weights(path, prefix="model/" if path.name == "last.safetensors" else "")
+        model.load_state_dict(state)
+        return model.to(device).eval()
+
+
+def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
+    """Every run folder under `root` (default: the runs folder), sorted by name."""
+    root = Path(root) if root else runs_dir()
+    if not root.is_dir():
+        return []
+    return [Run(p) for p in sorted(root.iterdir()) if (p / CONFIG_FILE).exists()]
+
+
+def best_run(runs=None, metric: str = "mIoU") -> Run | None:
+    """The run whose best evaluation scores highest on `metric` (None when no run has one)."""
+    scored = [(r.best_metrics(metric), r) for r in (list_runs() if runs is None else runs)]
+    scored = [(m[metric], r) for m, r in scored if m is not None]
+    return max(scored, key=lambda t: t[0])[1] if scored else None
