@@ -7,7 +7,7 @@ STAMP := $(VENV)/.trashlib-installed
 PROFILE ?= cpu
 SYNTH := data/raw/trash-synth
 SYNTH_SOURCES := $(wildcard trashlib/synth/*.py)
-NB_REPORTS := .pytest_cache/nbval-reports
+NBVAL_DIR := data/interim/nbval
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
@@ -47,7 +47,8 @@ test-fast: venv ## unit tests only, without the notebooks
 	$(PY) -m pytest -q tests -x
 
 test-notebooks: venv data ## run the notebooks with their default (smoke) parameters under nbval
-	TRASHLIB_REPORTS=$(CURDIR)/$(NB_REPORTS) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/
+	@# smoke runs and their reports stay out of the real reports/ and runs/
+	TRASHLIB_REPORTS=$(CURDIR)/$(NBVAL_DIR)/reports TRASHLIB_RUNS=$(CURDIR)/$(NBVAL_DIR)/runs $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/
 
 bench: venv data ## run the benchmarks in bench/ (each prints its ratio against a baseline)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -249,6 +249,23 @@ def test_finished_run_is_reused_not_retrained(tiny_root, monkeypatch):
         train(cfg, model=TinySeg(), force=True, progress=False)
 
 
+def test_finished_run_is_retrained_when_the_data_changed(tiny_copy, monkeypatch):
+    import trashlib.training.loop as loop
+    from trashlib.training import train
+
+    cfg = small_cfg(tiny_copy, steps=2, eval_every=None, run_name="datachange")
+    train(cfg, model=TinySeg(), progress=False)
+    train_json = tiny_copy / "train.json"
+    train_json.write_text(train_json.read_text() + "\n")  # same path and config, new content
+
+    def no_training(*a, **k):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(loop, "_accelerator", no_training)
+    with pytest.raises(AssertionError, match="retrained"):
+        train(cfg, model=TinySeg(), progress=False)
+
+
 def test_checkpoints_are_safetensors_and_load(tiny_root):
     from trashlib.training import Run, best_run, list_runs, train
     from trashlib.training.checkpoint import read_metadata

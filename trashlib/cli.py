@@ -57,7 +57,7 @@ def _submission_score(args) -> int:
 def _report(args) -> int:
     from trashlib.report import make_report
 
-    make_report(profile=args.profile, notebooks=args.notebooks or None, data_root=args.data)
+    make_report(profile=args.profile, notebooks=args.notebooks or None, data_root=args.data, out_dir=args.out)
     return 0
 
 
@@ -95,15 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="run the notebooks with papermill and render reports/")
     r.add_argument("--profile", default="cpu", help="parameter profile: smoke, cpu (default) or gpu, or a YAML path")
     r.add_argument("--data", default=None, help="data root for every notebook (default: TRASHLIB_DATA or the embedded dataset)")
+    r.add_argument("--out", default=None, help="folder for the rendered report (default: reports/, or $TRASHLIB_REPORTS)")
     r.add_argument("notebooks", nargs="*", help="notebook names or numbers to run (default: all)")
     r.set_defaults(func=_report)
 
-    try:  # training and inference commands live with the training code
-        from trashlib.training.cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
+    from trashlib.training.cli import add_commands  # train and predict live with the training code
+
+    add_commands(sub)
     return p
 
 

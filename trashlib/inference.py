@@ -209,11 +209,12 @@ class _Images(torch.utils.data.Dataset):
 
 def predict(run_or_model, data_root=None, split: str = "test", *, tta=("hflip",), scales=(1.0,), window=None,
             out_dir=None, batch_size: int = 1, quantize: bool = True, which: str = "best", device=None,
-            workers: int = 2, force: bool = False, progress: bool = True) -> ProbIndex:
+            workers: int = 2, force: bool = False, progress: bool = True, max_images: int | None = None) -> ProbIndex:
     """Write every image's TTA probabilities of a split to disk (reusing a complete identical result).
 
     `run_or_model`: a Run, a run folder, or a SegmentationModel (then `out_dir` is required).
     Output: <out_dir or run/probs>/<split>-<tta tag>/ with one NNNNN.npz per image and index.json.
+    `max_images` predicts only the first images of the split (quick looks; never for a submission).
     """
     from tqdm.auto import tqdm
 
@@ -233,10 +234,11 @@ def predict(run_or_model, data_root=None, split: str = "test", *, tta=("hflip",)
     if out_dir is None and default_out is None:
         raise ValueError("predict(model, ...) on a bare model needs out_dir= (runs store probs in their folder)")
     dataset = TrashDataset(data_root, split=split)
-    folder = Path(out_dir or default_out) / f"{split}-{tta_tag(hflip=hflip, scales=scales, window=window)}"
+    tag = tta_tag(hflip=hflip, scales=scales, window=window) + (f"-first{max_images}" if max_images else "")
+    folder = Path(out_dir or default_out) / f"{split}-{tag}"
     settings = {"split": split, "data_root": str(dataset.root), "split_sha1": dataset.sha1, "model": desc,
                 "tta": sorted(tta or ()), "scales": list(scales), "window": list(window) if window else None,
-                "quantize": quantize}
+                "quantize": quantize, "max_images": max_images}
     if not force and (folder / INDEX_FILE).exists() and read_json(folder / INDEX_FILE)["settings"] == settings:
         return ProbIndex(folder)
     if force or not (folder / SETTINGS_FILE).exists() or read_json(folder / SETTINGS_FILE) != settings:
@@ -245,7 +247,7 @@ def predict(run_or_model, data_root=None, split: str = "test", *, tta=("hflip",)
 
     items = [{"image_id": info["id"], "file_name": info["file_name"], "path": f"{i:05d}.npz",
               "shape": [model.num_classes, info["height"], info["width"]]}
-             for i, info in enumerate(dataset.image_infos)]
+             for i, info in enumerate(dataset.image_infos[:max_images])]
     todo = [i for i, it in enumerate(items) if not (folder / it["path"]).exists()]
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Images(dataset), todo), batch_size=batch_size,
                                          num_workers=workers, collate_fn=list)

@@ -7,6 +7,7 @@ are the cheap smoke run (that is what `pytest --nbval-lax` executes).
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import math
@@ -143,9 +144,33 @@ def run_notebook(nb_path: Path, parameters: dict, *, out_dir: Path) -> dict:
             "seconds": round(seconds, 1), "parameters": parameters}
 
 
+@contextlib.contextmanager
+def _reports_dir(out_dir: str | os.PathLike | None):
+    """Send this process's and the notebook kernels' report files to out_dir for the duration."""
+    if out_dir is None:
+        yield paths.REPORTS_DIR
+        return
+    saved = paths.REPORTS_DIR, os.environ.get("TRASHLIB_REPORTS")
+    paths.REPORTS_DIR = Path(out_dir).resolve()
+    os.environ["TRASHLIB_REPORTS"] = str(paths.REPORTS_DIR)  # kernels inherit the environment
+    try:
+        yield paths.REPORTS_DIR
+    finally:
+        paths.REPORTS_DIR = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TRASHLIB_REPORTS", None)
+        else:
+            os.environ["TRASHLIB_REPORTS"] = saved[1]
+
+
 def make_report(profile: str = "cpu", notebooks: list[str] | None = None, *, data_root: str | None = None,
-                stop_on_error: bool = True) -> list[dict]:
-    """Run the notebooks in order with a profile, render HTML into reports/ and write reports/index.html."""
+                out_dir: str | os.PathLike | None = None, stop_on_error: bool = True) -> list[dict]:
+    """Run the notebooks in order with a profile, render HTML and write index.html (into reports/ or out_dir)."""
+    with _reports_dir(out_dir):
+        return _make_report(profile, notebooks, data_root=data_root, stop_on_error=stop_on_error)
+
+
+def _make_report(profile, notebooks, *, data_root, stop_on_error) -> list[dict]:
     prof = load_profile(profile)
     out_dir = paths.REPORTS_DIR
     records = []

@@ -73,10 +73,27 @@ class _Log:
                 f.write(json.dumps(record) + "\n")
 
 
+def _data_fingerprint(cfg: TrainConfig) -> str:
+    """sha1 of the train and val annotation files: a regenerated or edited dataset is new data."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for split in (cfg.train_split, cfg.val_split):
+        if split:
+            h.update((Path(cfg.data_root) / f"{split}.json").read_bytes())
+    return h.hexdigest()
+
+
 def _finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
     if not (run_dir / runs.FINISHED_FILE).exists():
         return False
-    return runs.Run(run_dir).config.identity() == cfg.identity()
+    if runs.Run(run_dir).config.identity() != cfg.identity():
+        return False
+    saved = json.loads((run_dir / runs.FINISHED_FILE).read_text()).get("data_sha1")
+    if saved is not None and saved != _data_fingerprint(cfg):
+        print(f"{run_dir.name}: the data changed since this run finished; training it again")
+        return False
+    return True
 
 
 def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int | None = None,
@@ -176,7 +193,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
         from trashlib.io import write_json
 
         write_json(run_dir / runs.FINISHED_FILE, {"step": state["step"], "best_miou": state["best_miou"],
-                                                  "elapsed_s": state["elapsed"]})
+                                                  "elapsed_s": state["elapsed"], "data_sha1": _data_fingerprint(cfg)})
     accelerator.wait_for_everyone()
     return runs.Run(run_dir)
 
