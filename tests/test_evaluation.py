@@ -1,0 +1,41 @@
+"""Scoring stored predictions: one confusion matrix over all images, per-image scores, step timing."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trashlib.evaluation import evaluate_predictions, train_seconds_per_step
+
+
+def test_evaluate_predictions_accumulates_one_matrix_and_scores_each_image():
+    gt_a = np.array([[0, 0], [1, 1]])
+    gt_b = np.array([[2, 2], [2, 255]])
+    pred_a = np.array([[0, 0], [1, 1]])          # perfect: mIoU 1 over classes 0 and 1
+    pred_b = np.array([[2, 0], [2, 2]])          # class 2: tp 2, fn 1; a 0 predicted where 2 is true
+    ev = evaluate_predictions([("a.jpg", pred_a, gt_a), ("b.jpg", pred_b, gt_b)], num_classes=3)
+    # accumulated by hand: class 0 tp 2, fp 1 -> 2/3; class 1 -> 1; class 2 tp 2, fn 1 -> 2/3
+    assert ev.confusion.sum() == 7
+    np.testing.assert_allclose(ev.scores.per_class_iou, [2 / 3, 1.0, 2 / 3])
+    assert ev.scores.miou == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert list(ev.per_image["file_name"]) == ["a.jpg", "b.jpg"]
+    assert ev.per_image.loc[0, "mIoU"] == 1.0
+    # image b alone: class 0 predicted but absent -> IoU 0; class 2 -> 2/3
+    assert ev.per_image.loc[1, "mIoU"] == pytest.approx((0 + 2 / 3) / 2)
+    frame = ev.per_class_frame()
+    assert list(frame["gt_pixels"][:3]) == [2, 2, 3]
+
+
+class _FakeRun:
+    def __init__(self, steps, times):
+        self._frame = pd.DataFrame({"step": steps, "time": times})
+
+    def metrics_frame(self, kind):
+        return self._frame
+
+
+def test_train_seconds_per_step_ignores_evaluation_pauses():
+    # 10 steps per log line at 0.5 s per step, one interval holding a 60 s evaluation
+    run = _FakeRun([10, 20, 30, 40, 50], [5.0, 10.0, 75.0, 80.0, 85.0])
+    assert train_seconds_per_step(run) == pytest.approx(0.5)
+    assert np.isnan(train_seconds_per_step(_FakeRun([10], [5.0])))
