@@ -73,3 +73,9 @@ def test_eda_runs_on_real_data(tmp_path, monkeypatch, taco_root):
     monkeypatch.setenv("TRASHLIB_REPORTS", str(tmp_path / "reports"))
     records = report.make_report("smoke", ["01"], data_root=str(taco_root))
     assert records[0]["status"] == "ok", records
+
+
+def test_relative_data_root_is_made_absolute_for_the_kernel(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = report.notebook_parameters(report.load_profile("smoke"), "01_EDA", data_root="some/data")
+    assert params["data_root"] == str(tmp_path / "some" / "data")

@@ -90,8 +90,8 @@ def notebook_paths(selection: list[str] | None = None) -> list[Path]:
 def notebook_parameters(profile: dict, notebook: str, *, data_root: str | None = None) -> dict:
     """Parameters papermill injects into one notebook: profile defaults, then the notebook's own."""
     params = {**profile["defaults"], **profile["notebooks"].get(notebook, {})}
-    if data_root is not None:
-        params["data_root"] = str(data_root)
+    if data_root is not None:  # absolute: the kernel runs in the notebooks' folder, not the caller's
+        params["data_root"] = str(Path(data_root).expanduser().resolve())
     return params
 
 
