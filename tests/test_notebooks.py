@@ -79,3 +79,14 @@ def test_relative_data_root_is_made_absolute_for_the_kernel(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     params = report.notebook_parameters(report.load_profile("smoke"), "01_EDA", data_root="some/data")
     assert params["data_root"] == str(tmp_path / "some" / "data")
+
+
+def test_index_keeps_notebooks_not_rerun(tmp_path):
+    (tmp_path / "01_EDA.html").write_text("x")
+    (tmp_path / "metrics").mkdir()
+    old = {"notebook": "01_EDA", "title": "EDA", "status": "ok", "error": None, "seconds": 3, "parameters": {}}
+    stale = {**old, "notebook": "09_gone"}  # its HTML is gone: dropped
+    (tmp_path / "metrics" / "_runs.json").write_text(json.dumps([old, stale]))
+    new = {**old, "notebook": "07_submission", "title": "Submission"}
+    merged = report._merge_records(tmp_path, [new])
+    assert [r["notebook"] for r in merged] == ["01_EDA", "07_submission"]

@@ -180,10 +180,19 @@ def _make_report(profile, notebooks, *, data_root, stop_on_error) -> list[dict]:
         rec = run_notebook(nb, params, out_dir=out_dir)
         print(f"[report] {nb.stem}: {rec['status']} in {rec['seconds']:.0f} s" + (f" - {rec['error']}" if rec["error"] else ""), flush=True)
         records.append(rec)
-        write_index(records, profile=profile)
+        write_index(_merge_records(out_dir, records), profile=profile)
         if rec["status"] != "ok" and stop_on_error:
             raise RuntimeError(f"notebook {nb.stem} failed ({rec['error']}); see {out_dir / (nb.stem + '.html')}")
     return records
+
+
+def _merge_records(out_dir: Path, records: list[dict]) -> list[dict]:
+    """This run's records plus earlier ones of notebooks not rerun, so running one notebook keeps the index whole."""
+    path = out_dir / "metrics" / "_runs.json"
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    fresh = {r["notebook"] for r in records}
+    kept = [r for r in earlier if r["notebook"] not in fresh and (out_dir / f"{r['notebook']}.html").exists()]
+    return sorted(kept + records, key=lambda r: r["notebook"])
 
 
 def _metric_summary(metrics: dict | None, limit: int = 8) -> str:
