@@ -15,49 +15,25 @@ from trashlib.models.base import SegmentationModel, SegOutput
 from trashlib.models.sizes import CHECKPOINTS, SIZES
 
 
-def _mask2former_swin(**kw):
-    from trashlib.models.mask2former import build_mask2former_swin
+def _lazy(module: str, function: str) -> Callable[..., SegmentationModel]:
+    """A builder that imports its module (and so transformers) only when a model is built."""
 
-    return build_mask2former_swin(**kw)
+    def build(**kw) -> SegmentationModel:
+        import importlib
 
+        return getattr(importlib.import_module(f"trashlib.models.{module}"), function)(**kw)
 
-def _mask2former_dinat(**kw):
-    from trashlib.models.dinat import build_mask2former_dinat
-
-    return build_mask2former_dinat(**kw)
-
-
-def _semask_swin(**kw):
-    from trashlib.models.semask import build_semask_swin
-
-    return build_semask_swin(**kw)
-
-
-def _upernet_swin(**kw):
-    from trashlib.models.baselines import build_upernet_swin
-
-    return build_upernet_swin(**kw)
-
-
-def _upernet_convnext(**kw):
-    from trashlib.models.baselines import build_upernet_convnext
-
-    return build_upernet_convnext(**kw)
-
-
-def _segformer(**kw):
-    from trashlib.models.baselines import build_segformer
-
-    return build_segformer(**kw)
+    build.__name__ = function
+    return build
 
 
 MODELS: dict[str, Callable[..., SegmentationModel]] = {
-    "mask2former-swin": _mask2former_swin,
-    "mask2former-dinat": _mask2former_dinat,
-    "semask-swin": _semask_swin,
-    "upernet-swin": _upernet_swin,
-    "upernet-convnext": _upernet_convnext,
-    "segformer": _segformer,
+    "mask2former-swin": _lazy("mask2former", "build_mask2former_swin"),
+    "mask2former-dinat": _lazy("dinat", "build_mask2former_dinat"),
+    "semask-swin": _lazy("semask", "build_semask_swin"),
+    "upernet-swin": _lazy("baselines", "build_upernet_swin"),
+    "upernet-convnext": _lazy("baselines", "build_upernet_convnext"),
+    "segformer": _lazy("baselines", "build_segformer"),
 }
 
 
