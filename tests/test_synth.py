@@ -208,3 +208,14 @@ def test_render_scene_reproduces_a_dataset_image(root):
     assert np.array_equal(image, stored)
     stored_anns = [a for a in coco["annotations"] if a["image_id"] == first[0]["id"]]
     assert [a["segmentation"] for a in stored_anns] == [a["segmentation"] for a in anns]
+
+
+def test_dataset_files_are_world_readable(tmp_path):
+    """Atomic writes start from mkstemp's private 0600; a dataset is written for others to read."""
+    import stat
+
+    from trashlib.synth import generate_dataset
+
+    root = generate_dataset(tmp_path / "d", n_train=2, n_val=1, n_test=1, workers=1)
+    for name in ("train.json", "test.json", "synth_meta.json", "sample_submission.csv"):
+        assert (root / name).stat().st_mode & stat.S_IROTH, name

@@ -33,9 +33,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
 
 
 def write_json(path: str | os.PathLike, obj, *, indent: int | None = 2) -> Path:
-    """Write JSON atomically; returns the path."""
+    """Write JSON atomically; returns the path (indent=None is compact and uses the fast C encoder)."""
+    text = json.dumps(obj, indent=indent)  # one string: json.dump streams through the pure-Python encoder
     with atomic_open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent)
+        f.write(text)
     return Path(path)
 
 

@@ -5,7 +5,6 @@ Image i is rendered from the random stream (seed, i) alone, so the bytes written
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from trashlib.classes import coco_categories
-from trashlib.io import atomic_open, write_json
+from trashlib.io import write_json
 from trashlib.synth.objects import wrong_label
 from trashlib.synth.scene import encode_scene
 
@@ -66,12 +65,6 @@ def _coco(images: list[dict], anns: list[dict] | None) -> dict:
     if anns is not None:
         d["annotations"] = anns
     return d
-
-
-def _write_coco(path: Path, coco: dict) -> None:
-    # json.dumps runs the C encoder; json.dump (write_json) streams through the pure-Python one: 5x slower
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(coco))
 
 
 def _readme(seed: int, params: dict, counts: dict) -> str:
@@ -163,9 +156,11 @@ def _write_annotations(root: Path, plan, scenes: dict, *, seed: int, mislabel_ra
         a["category_id"] = wrong
     subsets = {s: [f for f in trainval if split_of[f] == s] for s in ("train", "val")}
     for name, files in (("train_all", trainval), ("train", subsets["train"]), ("val", subsets["val"])):
-        _write_coco(root / f"{name}.json", _coco([image[f] for f in files], [a for f in files for a in anns[f]]))
-    _write_coco(root / "test.json", _coco([image[f] for f in test], None))
-    _write_coco(root / "test_labels.json", _coco([image[f] for f in test], [a for f in test for a in anns[f]]))
+        write_json(root / f"{name}.json", _coco([image[f] for f in files], [a for f in files for a in anns[f]]),
+                   indent=None)
+    write_json(root / "test.json", _coco([image[f] for f in test], None), indent=None)
+    write_json(root / "test_labels.json", _coco([image[f] for f in test], [a for f in test for a in anns[f]]),
+               indent=None)
     zeros = np.zeros((256, 256), np.uint8)
     write_submission(root / "sample_submission.csv", ((f, zeros) for f in test))
     counts = {"train": len(subsets["train"]), "val": len(subsets["val"]), "test": len(test)}
@@ -174,9 +169,6 @@ def _write_annotations(root: Path, plan, scenes: dict, *, seed: int, mislabel_ra
                                           "parameters": params, "image_counts": counts, "annotation_counts": ann_counts,
                                           "mislabel_rate": mislabel_rate, "mislabels": mislabels})
     (root / "README.md").write_text(_readme(seed, params, counts))
-    for path in root.iterdir():  # atomic writes create private (0600) files; a dataset is for reading
-        if path.is_file():
-            path.chmod(0o644)
 
 
 def _replace(tmp: Path, out: Path) -> None:
