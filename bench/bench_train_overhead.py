@@ -75,7 +75,7 @@ def main() -> None:
     import torch
 
     from trashlib.data import TrashDataset
-    from trashlib.training import TrainConfig
+    from trashlib.config import TrainConfig
     from trashlib.training.augment import transform_from_config
     from trashlib.training.sampling import TrainStream, train_loader
 

@@ -166,29 +166,8 @@ def test_image_cache_returns_the_decoded_image(tiny_root):
             np.testing.assert_array_equal(cached.load_image(i), plain.load_image(i))
 
 
-def test_albumentations_transform_flips_image_and_mask_together(tiny_root):
-    import albumentations as A
-
-    plain = TrashDataset(tiny_root, "train")
-    flipped = TrashDataset(tiny_root, "train", transform=A.Compose([A.HorizontalFlip(p=1.0)]))
-    for i in range(len(plain)):
-        image, mask = plain[i]
-        f_image, f_mask = flipped[i]
-        assert not np.array_equal(mask, mask[:, ::-1])  # the check below can fail
-        np.testing.assert_array_equal(f_image, image[:, ::-1])
-        np.testing.assert_array_equal(f_mask, mask[:, ::-1])
-
-
-def test_plain_callable_transform(tiny_root):
-    ds = TrashDataset(tiny_root, "train", transform=lambda image, mask: {"image": image[:32], "mask": mask[:32] + 1})
-    image, mask = ds[0]
-    assert image.shape == (32, 64, 3) and mask.min() >= 1
-
-
 def test_test_split_has_no_masks(tiny_root):
-    import albumentations as A
-
-    ds = TrashDataset(tiny_root, "test", transform=A.Compose([A.HorizontalFlip(p=1.0)]))
+    ds = TrashDataset(tiny_root, "test")
     assert not ds.has_masks and len(ds) == 2 and ds.annotations(0) == []
     image, mask = ds[0]
     assert mask is None and ds.load_mask(1) is None and image.shape == (64, 64, 3)
@@ -272,3 +251,78 @@ def test_rle_segmentation_paints_like_its_polygon(tiny_root):
         rle = mask_utils.encode(np.asfortranarray(obj))
         rles.append({**a, "iscrowd": 1, "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
     np.testing.assert_array_equal(rasterize(rles, height=64, width=64), ds.load_mask(0))
+
+
+# -- label-map sets (offline copy-paste, pseudo labels) --------------------------------------------
+def test_label_map_set_round_trip_with_ignore_and_referenced_images(tiny_root, tmp_path):
+    from trashlib.data import LabelMapDataset, write_label_maps
+
+    ds = TrashDataset(tiny_root, "train")
+    mask0 = ds.load_mask(0).copy()
+    mask0[:8] = 255  # an ignored band, as low-confidence pseudo labels have
+    samples = [("a.jpg", ds.load_image(0), mask0), ("b.jpg", tiny_root / ds.file_names[1], ds.load_mask(1))]
+    made = write_label_maps(tmp_path / "set", samples, recipe={"kind": "test"})
+    assert isinstance(made, LabelMapDataset) and len(made) == 2 and made.file_names == ["a.jpg", "b.jpg"]
+    image, mask = made[0]
+    np.testing.assert_array_equal(image, ds.load_image(0))  # PNG: lossless
+    np.testing.assert_array_equal(mask, mask0)
+    assert (mask == 255).sum() == 8 * mask.shape[1]
+    np.testing.assert_array_equal(made.load_image(1), ds.load_image(1))  # referenced, not copied
+    assert not list((tmp_path / "set" / "images").glob("00001*"))
+    assert made.recipe == {"kind": "test"}
+
+
+def test_label_map_set_is_atomic_and_never_replaces_foreign_folders(tiny_root, tmp_path):
+    from trashlib.data import write_label_maps
+
+    ds = TrashDataset(tiny_root, "train")
+
+    def failing():
+        yield "a.jpg", ds.load_image(0), ds.load_mask(0)
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        write_label_maps(tmp_path / "set", failing())
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left, under any name
+    write_label_maps(tmp_path / "set", [("a.jpg", ds.load_image(0), ds.load_mask(0))])
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_label_maps(tmp_path / "set", [])
+    assert len(write_label_maps(tmp_path / "set", [], overwrite=True)) == 0
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not made by trashlib"):
+        write_label_maps(tmp_path / "theirs", [], overwrite=True)
+    assert (tmp_path / "theirs" / "notes.txt").read_text() == "keep"
+
+
+def test_label_map_values_outside_the_classes_are_refused(tiny_root, tmp_path):
+    from trashlib.data import LabelMapDataset, write_label_maps
+
+    ds = TrashDataset(tiny_root, "train")
+    bad = ds.load_mask(0).copy()
+    bad[0, 0] = 42
+    made = write_label_maps(tmp_path / "set", [("a.jpg", ds.load_image(0), bad)])
+    with pytest.raises(DatasetError, match="value 42"):
+        made.load_mask(0)
+    with pytest.raises(DatasetError, match="not a label-map dataset"):
+        LabelMapDataset(tmp_path)
+
+
+def test_build_train_dataset_concatenates_sources_and_fingerprints_them(tiny_root, tmp_path):
+    from trashlib.config import TrainConfig
+    from trashlib.data import build_train_dataset, train_fingerprint, write_label_maps
+
+    ds = TrashDataset(tiny_root, "train")
+    extra = tmp_path / "set"
+    write_label_maps(extra, [("x.jpg", ds.load_image(0), np.full(ds.load_mask(0).shape, 255, np.uint8))])
+    plain = TrainConfig(data_root=str(tiny_root))
+    assert isinstance(build_train_dataset(plain), TrashDataset)
+    both = build_train_dataset(plain.replace(extra_train=(str(extra),)))
+    assert len(both) == len(ds) + 1 and both.file_names == ds.file_names + ["x.jpg"]
+    np.testing.assert_array_equal(both.load_mask(len(ds) - 1), ds.load_mask(len(ds) - 1))
+    assert (both.load_mask(len(ds)) == 255).all()
+    with pytest.raises(IndexError):
+        both.load_image(len(both))
+    before = train_fingerprint(plain.replace(extra_train=(str(extra),)))
+    write_label_maps(extra, [("y.jpg", ds.load_image(1), ds.load_mask(1))], overwrite=True)
+    assert train_fingerprint(plain.replace(extra_train=(str(extra),))) != before != train_fingerprint(plain)

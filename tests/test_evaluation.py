@@ -5,15 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trashlib.evaluation import evaluate_predictions, train_seconds_per_step
+from trashlib.evaluation import evaluate_label_maps, train_seconds_per_step
 
 
-def test_evaluate_predictions_accumulates_one_matrix_and_scores_each_image():
+def test_evaluate_label_maps_accumulates_one_matrix_and_scores_each_image():
     gt_a = np.array([[0, 0], [1, 1]])
     gt_b = np.array([[2, 2], [2, 255]])
     pred_a = np.array([[0, 0], [1, 1]])          # perfect: mIoU 1 over classes 0 and 1
     pred_b = np.array([[2, 0], [2, 2]])          # class 2: tp 2, fn 1; a 0 predicted where 2 is true
-    ev = evaluate_predictions([("a.jpg", pred_a, gt_a), ("b.jpg", pred_b, gt_b)], num_classes=3)
+    ev = evaluate_label_maps([("a.jpg", pred_a, gt_a), ("b.jpg", pred_b, gt_b)], num_classes=3)
     # accumulated by hand: class 0 tp 2, fp 1 -> 2/3; class 1 -> 1; class 2 tp 2, fn 1 -> 2/3
     assert ev.confusion.sum() == 7
     np.testing.assert_allclose(ev.scores.per_class_iou, [2 / 3, 1.0, 2 / 3])

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from trashlib.inference import (ProbIndex, load_probs, predict, predict_tta, predictions_to_submission,
-                                quantize_probs, save_probs, sliding_window)
+from trashlib.inference import TTA, predict, predict_tta, sliding_window
+from trashlib.probs import ProbIndex, ProbWriter, load_probs, quantize_probs, save_probs
+from trashlib.submission import index_to_submission
 from trashlib.models.base import SegmentationModel, SegOutput
 
 
@@ -67,7 +68,7 @@ def test_store_round_trip_error_and_sums(tmp_path):
 
 # -- TTA and windows -------------------------------------------------------------------------------
 def test_hflip_tta_by_hand():
-    probs = predict_tta(Column(), torch.rand(2, 3, 8, 5), hflip=True)
+    probs = predict_tta(Column(), torch.rand(2, 3, 8, 5), TTA(hflip=True))
     # plain view: (x, 1 - x); flipped back: (1 - x, x); the average is one half everywhere
     torch.testing.assert_close(probs[:, :2], torch.full((2, 2, 8, 5), 0.5))
     assert probs[:, 2:].abs().max() == 0
@@ -77,20 +78,20 @@ def test_flip_equivariant_model_is_unchanged_by_tta_and_windows():
     model = Pointwise().eval()
     x = torch.rand(2, 3, 64, 64)
     plain = model.predict_proba(x)
-    torch.testing.assert_close(predict_tta(model, x, hflip=True), plain)
+    torch.testing.assert_close(predict_tta(model, x, TTA(hflip=True)), plain)
     for window in ((24, 16), (64, 64), (80, 80)):  # uneven tiling, one window, padded image
         torch.testing.assert_close(sliding_window(model, x, size=window[0], stride=window[1]), plain)
     flat = torch.ones(1, 3, 40, 40) * torch.tensor([0.2, 0.5, 0.7]).view(1, 3, 1, 1)
-    torch.testing.assert_close(predict_tta(model, flat, scales=(0.5, 1.0, 1.5)), model.predict_proba(flat))
+    torch.testing.assert_close(predict_tta(model, flat, TTA(scales=(0.5, 1.0, 1.5))), model.predict_proba(flat))
 
 
 def test_window_of_full_size_equals_plain_inference():
     model = Pointwise(kernel=3).eval()  # 3x3: windows smaller than the image WOULD change the borders
     x = torch.rand(1, 3, 64, 64)
     plain = predict_tta(model, x)
-    assert torch.equal(predict_tta(model, x, window=(64, 64)), plain)
-    assert not torch.allclose(predict_tta(model, x, window=(32, 16)), plain)
-    sums = predict_tta(model, x, hflip=True, scales=(0.75, 1.25), window=(32, 16)).sum(1)
+    assert torch.equal(predict_tta(model, x, TTA(window=(64, 64))), plain)
+    assert not torch.allclose(predict_tta(model, x, TTA(window=(32, 16))), plain)
+    sums = predict_tta(model, x, TTA(hflip=True, scales=(0.75, 1.25), window=(32, 16))).sum(1)
     torch.testing.assert_close(sums, torch.ones_like(sums))
 
 
@@ -99,10 +100,10 @@ def test_predict_index_round_trip_and_reuse(tiny_root, tmp_path, monkeypatch):
     import trashlib.inference as inference
 
     model = Pointwise(kernel=3).eval()
-    index = predict(model, tiny_root, "test", out_dir=tmp_path, tta=("hflip",), scales=(1.0, 1.5), progress=False)
+    index = predict(model, tiny_root, "test", out_dir=tmp_path, tta=TTA(hflip=True, scales=(1.0, 1.5)), progress=False)
     test = json.loads((tiny_root / "test.json").read_text())
     assert index.file_names == [im["file_name"] for im in test["images"]] and len(index) == 2
-    assert index.path == tmp_path / "test-hflip_s1-1.5"
+    assert index.path == tmp_path / f"{tiny_root.name}_test-hflip_s1-1.5"
     from trashlib.data import TrashDataset
 
     dataset = TrashDataset(tiny_root, "test")
@@ -112,32 +113,62 @@ def test_predict_index_round_trip_and_reuse(tiny_root, tmp_path, monkeypatch):
         assert probs.shape == (11, 64, 64) and probs.dtype == np.float32
         np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
         image = torch.from_numpy(dataset.load_image(i).copy()).permute(2, 0, 1)[None].float() / 255
-        direct = predict_tta(model, image, hflip=True, scales=(1.0, 1.5))[0].numpy()
+        direct = predict_tta(model, image, TTA(hflip=True, scales=(1.0, 1.5)))[0].numpy()
         assert np.abs(probs - direct).max() < 1 / 255
         assert index.argmax(i).dtype == np.uint8 and index.argmax(i).shape == (64, 64)
     assert names == index.file_names
     meta = json.loads((index.path / "index.json").read_text())
-    assert meta["tta"] == ["hflip"] and meta["scales"] == [1.0, 1.5] and meta["dtype"] == "uint8"
+    assert meta["settings"]["tta"] == {"hflip": True, "scales": [1.0, 1.5], "window": None}
+    assert meta["dtype"] == "uint8"
 
     def no_inference(*a, **k):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(inference, "predict_tta", no_inference)
-    again = predict(model, tiny_root, "test", out_dir=tmp_path, tta=("hflip",), scales=(1.0, 1.5), progress=False)
+    again = predict(model, tiny_root, "test", out_dir=tmp_path, tta=TTA(hflip=True, scales=(1.0, 1.5)), progress=False)
     assert isinstance(again, ProbIndex) and again.path == index.path
     with torch.no_grad():
         model.net[0].bias.add_(1.0)  # other weights, same name: must not reuse
     with pytest.raises(AssertionError, match="recomputed"):
-        predict(model, tiny_root, "test", out_dir=tmp_path, tta=("hflip",), scales=(1.0, 1.5), progress=False)
+        predict(model, tiny_root, "test", out_dir=tmp_path, tta=TTA(hflip=True, scales=(1.0, 1.5)), progress=False)
 
 
-def test_predict_rejects_bad_settings(tiny_root, tmp_path):
-    with pytest.raises(ValueError, match="unknown TTA"):
-        predict(Pointwise(), tiny_root, tta=("vflip",), out_dir=tmp_path)
-    with pytest.raises(ValueError, match="needs out_dir"):
-        predict(Pointwise(), tiny_root)
+def test_tta_rejects_bad_settings_and_names_its_folder():
     with pytest.raises(ValueError, match="window must be"):
-        predict(Pointwise(), tiny_root, window=(16, 32), out_dir=tmp_path)
+        TTA(window=(16, 32))
+    with pytest.raises(ValueError, match="scales must be"):
+        TTA(scales=(0.0, 1.0))
+    assert TTA().tag == "plain"
+    assert TTA(hflip=True, scales=[0.75, 1, 1.25], window=(512, 384)).tag == "hflip_s0.75-1-1.25_w512-384"
+
+
+def test_bare_model_predictions_go_to_the_store(tiny_root, tmp_path, monkeypatch):
+    import trashlib.paths as paths
+
+    monkeypatch.setattr(paths, "PROBS_DIR", tmp_path / "probs")
+    index = predict(Pointwise(), tiny_root, "test", tta=TTA(), progress=False)
+    assert index.path.parent.parent == tmp_path / "probs" and index.path.name == f"{tiny_root.name}_test-plain"
+    assert index.path.parent.name.startswith("pointwise-")
+
+
+def test_writer_resumes_and_never_clears_foreign_folders(tmp_path):
+    items = [{"image_id": i, "file_name": f"{i}.jpg", "shape": [2, 4, 4]} for i in range(3)]
+    probs = np.full((2, 4, 4), 0.5, dtype=np.float32)
+    writer = ProbWriter(tmp_path / "a", items, {"s": 1})
+    writer.write(0, probs)
+    writer._pool.shutdown(wait=True)  # an interruption after one map
+    again = ProbWriter(tmp_path / "a", items, {"s": 1})
+    assert again.todo == [1, 2]
+    for i in again.todo:
+        again.write(i, probs)
+    index = again.close()
+    assert len(index) == 3 and ProbWriter(tmp_path / "a", items, {"s": 1}).complete
+    assert ProbWriter(tmp_path / "a", items, {"s": 2}).todo == [0, 1, 2]  # other settings: afresh
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="did not write"):
+        ProbWriter(tmp_path / "mine", items, {"s": 1})
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
 @pytest.fixture(scope="module")
@@ -148,28 +179,32 @@ def root256(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("r256") / "data", n_train=2, n_val=1, n_test=2, size=256)
 
 
-def test_predictions_to_submission_validates(root256, tmp_path):
+def test_index_to_submission_validates(root256, tmp_path):
     from trashlib.submission import read_submission, validate_submission
 
     index = predict(Pointwise(), root256, "test", out_dir=tmp_path, progress=False)
-    csv = predictions_to_submission(index, tmp_path / "sub.csv")
+    csv = index_to_submission(index, tmp_path / "sub.csv")
     assert validate_submission(csv, root256 / "test.json") == []
     rows = list(read_submission(csv))
     assert [r[0] for r in rows] == index.file_names
     assert np.array_equal(rows[0][1], index.argmax(0))
 
 
-def test_cli_predict_writes_a_valid_submission(root256, tmp_path, capsys):
+def test_cli_predict_writes_a_valid_submission(root256, tmp_path, capsys, monkeypatch):
+    import trashlib.paths as paths
+
     from trashlib.cli import main
-    from trashlib.training import TrainConfig, train
+    from trashlib.config import TrainConfig
+    from trashlib.training import train
 
     cfg = TrainConfig(model="segformer", data_root=str(root256), steps=1, batch_size=1, image_size=64,
-                      val_split=None, num_workers=0, run_name="cli-predict")
+                      val_split=None, num_workers=0, run_name="cli-predict", out_dir=str(tmp_path / "runs"))
+    monkeypatch.setattr(paths, "PROBS_DIR", tmp_path / "probs")
     run = train(cfg, progress=False)
     csv = tmp_path / "sub.csv"
     assert main(["predict", str(run.path), "--data", str(root256), "--submission", str(csv), "--tta", "hflip"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"{csv}: OK")
-    assert (run.path / "probs" / "test-hflip" / "index.json").exists()
+    assert (tmp_path / "probs" / "cli-predict" / f"{root256.name}_test-hflip" / "index.json").exists()
 
 
 def test_cli_predict_help_documents_options():
@@ -180,7 +215,7 @@ def test_cli_predict_help_documents_options():
 
 
 def test_float16_store_keeps_float16(tiny_root, tmp_path):
-    index = predict(Pointwise(), tiny_root, "test", tta=(), out_dir=tmp_path, quantize=False, progress=False)
+    index = predict(Pointwise(), tiny_root, "test", tta=TTA(), out_dir=tmp_path, quantize=False, progress=False)
     with np.load(index.path / index.items[0]["path"]) as z:
         assert z["probs"].dtype == np.float16
-    assert index.meta["dtype"] == "float16" and index.path.name == "test-plain"
+    assert index.meta["dtype"] == "float16" and index.path.name == f"{tiny_root.name}_test-plain"

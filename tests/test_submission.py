@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from trashlib.cli import main
+from trashlib.evaluation import score_submission
 from trashlib.submission import (
     downsample_prediction,
     encode_prediction,
     read_submission,
-    score_submission,
     validate_submission,
     write_submission,
 )

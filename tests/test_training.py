@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trashlib.models.base import SegmentationModel, SegOutput
-from trashlib.training.config import TrainConfig
+from trashlib.config import TrainConfig
 
 
 class TinySeg(SegmentationModel):
@@ -87,7 +87,7 @@ def test_identity_ignores_bookkeeping():
 
 # -- run naming ------------------------------------------------------------------------------------
 def test_run_name_grammar():
-    from trashlib.training.runs import run_name
+    from trashlib.runs import run_name
 
     cfg = TrainConfig(model="mask2former-swin", size="tiny", batch_size=2, grad_accum=2, steps=300,
                       data_root="/somewhere/trash-synth", image_size=256)
@@ -95,7 +95,7 @@ def test_run_name_grammar():
 
 
 def test_run_dir_never_clobbers_a_different_config(tmp_path):
-    from trashlib.training.runs import run_dir_for
+    from trashlib.runs import run_dir_for
 
     cfg = TrainConfig(data_root="/d/trash", out_dir=str(tmp_path), steps=10)
     first = run_dir_for(cfg)
@@ -124,7 +124,7 @@ def test_lr_schedule_warmup_then_poly_by_hand():
 
 
 def test_cdb_weights_by_hand():
-    from trashlib.training.evaluate import cdb_weights
+    from trashlib.training.validate import cdb_weights
 
     w = cdb_weights([0.5, 0.0, np.nan, 1.0], tau=1.0)
     # difficulties 0.5, 1, mean(0.5, 1, 0) = 0.5 for the unknown class, 0 floored to 0.05; mean 0.5125
@@ -199,7 +199,7 @@ def test_training_learns_above_the_background_floor(learn_root):
 
 
 def _state(run):
-    from trashlib.training.checkpoint import load_weights
+    from trashlib.checkpoint import load_weights
 
     return load_weights(run.path / "checkpoints" / "last.safetensors", prefix="model/")
 
@@ -267,8 +267,9 @@ def test_finished_run_is_retrained_when_the_data_changed(tiny_copy, monkeypatch)
 
 
 def test_checkpoints_are_safetensors_and_load(tiny_root):
-    from trashlib.training import Run, best_run, list_runs, train
-    from trashlib.training.checkpoint import read_metadata
+    from trashlib.runs import Run, best_run, list_runs
+    from trashlib.training import train
+    from trashlib.checkpoint import read_metadata
 
     torch.manual_seed(0)
     model = TinySeg()
@@ -317,7 +318,7 @@ def test_factory_model_trains_resumes_and_loads(tiny_root, name):
 
 def test_cli_train_yaml_with_overrides(tiny_root, tmp_path, capsys):
     from trashlib.cli import main
-    from trashlib.training import Run
+    from trashlib.runs import Run
 
     yaml_path = tmp_path / "run.yaml"
     TrainConfig(model="segformer", steps=5, lr=3e-4, batch_size=1, image_size=64, num_workers=0).to_yaml(yaml_path)

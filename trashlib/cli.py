@@ -1,18 +1,27 @@
 """Command line: `python -m trashlib {data,submission,train,predict,report} ...`.
 
-Each subcommand calls the same package functions the notebooks call; heavy modules are imported
-only by the subcommand that needs them, so `--help` is instant.
+Each subcommand calls the same package functions the notebooks call; `train`'s options are generated
+from TrainConfig's fields (trashlib.config), so the command line cannot drift from the recipe.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from trashlib.config import add_config_arguments, config_from_arguments
+from trashlib.data import resolve_data_root
+from trashlib.data.check import check_dataset, format_problems
+from trashlib.evaluation import score_submission
+from trashlib.inference import TTA, predict
+from trashlib.report import make_report
+from trashlib.submission import index_to_submission, validate_submission
+from trashlib.synth import generate_dataset
+from trashlib.training import train
+
 
 def _data_synth(args) -> int:
-    from trashlib.synth import generate_dataset
-
     out = generate_dataset(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
                            n_test=args.n_test, mislabel_rate=args.mislabel_rate, workers=args.workers,
                            overwrite=args.overwrite)
@@ -21,16 +30,12 @@ def _data_synth(args) -> int:
 
 
 def _data_check(args) -> int:
-    from trashlib.data.check import check_dataset, format_problems
-
     problems = check_dataset(args.root)
     print(format_problems(problems, args.root))
     return 1 if problems else 0
 
 
 def _submission_validate(args) -> int:
-    from trashlib.submission import validate_submission
-
     problems = validate_submission(args.csv, args.test)
     for p in problems:
         print(p)
@@ -39,10 +44,6 @@ def _submission_validate(args) -> int:
 
 
 def _submission_score(args) -> int:
-    import json
-
-    from trashlib.submission import score_submission
-
     result = score_submission(args.csv, args.labels)
     d = result.as_dict()
     if args.json:
@@ -55,10 +56,41 @@ def _submission_score(args) -> int:
 
 
 def _report(args) -> int:
-    from trashlib.report import make_report
-
     make_report(profile=args.profile, notebooks=args.notebooks or None, data_root=args.data, out_dir=args.out)
     return 0
+
+
+def _train(args) -> int:
+    cfg = config_from_arguments(args, yaml_path=args.config)
+    run = train(cfg, force=args.force, progress=not args.no_progress)
+    best = run.best_metrics()
+    print(f"run {run.path}" + (f": best val mIoU {best['mIoU']:.4f} at step {best['step']}" if best else ""))
+    return 0
+
+
+def _predict(args) -> int:
+    tta = TTA(hflip="hflip" in args.tta, scales=tuple(args.scales), window=args.window)
+    index = predict(args.run, args.data, args.split, tta=tta, batch_size=args.batch_size, which=args.which,
+                    quantize=not args.float16, force=args.force)
+    print(f"wrote {len(index)} probability maps to {index.path}")
+    if args.submission is None:
+        return 0
+    index_to_submission(index, args.submission)
+    problems = validate_submission(args.submission, resolve_data_root(args.data) / f"{args.split}.json")
+    for problem in problems:
+        print(problem)
+    print(f"{args.submission}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+TRAIN_EPILOG = """examples:
+  python -m trashlib train --model mask2former-swin --size tiny --data data/raw/trash-synth --steps 300 \\
+      --batch-size 4 --image-size 256
+  python -m trashlib train --config run.yaml --lr 2e-4        # options override the YAML
+  python -m trashlib train --config run.yaml --resume         # continue an interrupted run
+several GPUs (Hugging Face Accelerate; --batch-size is per GPU):
+  accelerate launch --multi_gpu --num_processes 4 -m trashlib train --config run.yaml
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,9 +131,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("notebooks", nargs="*", help="notebook names or numbers to run (default: all)")
     r.set_defaults(func=_report)
 
-    from trashlib.training.cli import add_commands  # train and predict live with the training code
+    t = sub.add_parser("train", help="train a model (or reuse its finished run)", epilog=TRAIN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train with trashlib.training.train; writes runs/<run-name>/. Every option is "
+                                   "a TrainConfig field (trashlib/config.py), documented there.")
+    t.add_argument("--config", type=Path, help="YAML of TrainConfig fields; command-line options override it")
+    add_config_arguments(t)
+    t.add_argument("--force", action="store_true", help="retrain even if a finished run has this config")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
 
-    add_commands(sub)
+    pr = sub.add_parser("predict", help="probability maps (with TTA) of a split and a submission CSV",
+                        description="Predict a split with a run's model, store per-image probabilities under "
+                                    "data/interim/probs/, and optionally write and validate a submission CSV.")
+    pr.add_argument("run", type=Path, metavar="RUN_DIR", help="a training run folder (runs/<run-name>)")
+    pr.add_argument("--data", default=None, help="data root (default: TRASHLIB_DATA or the embedded dataset)")
+    pr.add_argument("--split", default="test", help="split to predict (default test)")
+    pr.add_argument("--submission", type=Path, help="write the argmax maps as a competition CSV here and validate it")
+    pr.add_argument("--tta", nargs="*", default=["hflip"], choices=["hflip", "none"],
+                    help="test-time augmentations (default hflip; 'none' for plain inference)")
+    pr.add_argument("--scales", type=float, nargs="+", default=[1.0], help="input scales averaged (default 1.0)")
+    pr.add_argument("--window", type=int, nargs=2, metavar=("SIZE", "STRIDE"),
+                    help="sliding-window inference with SIZE windows every STRIDE pixels")
+    pr.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    pr.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint (default best)")
+    pr.add_argument("--float16", action="store_true", help="store float16 maps instead of uint8-quantised ones")
+    pr.add_argument("--force", action="store_true", help="recompute even if identical maps exist")
+    pr.set_defaults(func=_predict)
     return p
 
 

@@ -1,19 +1,27 @@
-"""Scoring stored predictions and comparing runs: what notebooks 02, 03 and 07 report.
+"""Scoring stored predictions and submissions, and comparing runs: what notebooks 02-07 report.
 
-`evaluate_index` scores a `ProbIndex` (the stored per-image probabilities of a split) against the
-split's label maps with the competition metric (one confusion matrix over every pixel), and keeps a
-per-image score so the best and worst images can be shown. `compare_runs` builds the backbone
+`evaluate_index` scores a `ProbIndex` (the stored per-image probabilities of a split: a run's
+predictions, an ensemble, CRF output) against the split's label maps with the competition metric (one
+confusion matrix over every pixel), and keeps a per-image score so the best and worst images can be
+shown (`prediction_gallery`). `score_submission` scores a CSV. `compare_runs` builds the backbone
 comparison table: validation mIoU and per-class IoU, parameters, GFLOPs and speeds.
+(The training loop's own validation of a live model is `trashlib.training.validate`.)
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
+from trashlib.data import TrashDataset
+from trashlib.io import read_json
 from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, miou, scores
+from trashlib.models.profile import count_gflops, time_inference
+from trashlib.submission import downsample_prediction, read_submission, validate_submission
 
 
 @dataclass
@@ -30,7 +38,7 @@ class Evaluation:
                              "pred_pixels": self.confusion.sum(0)}, index=list(CLASS_NAMES[:len(self.confusion)]))
 
 
-def evaluate_predictions(pairs, *, num_classes: int = NUM_CLASSES) -> Evaluation:
+def evaluate_label_maps(pairs, *, num_classes: int = NUM_CLASSES) -> Evaluation:
     """Evaluate an iterable of (file_name, pred HxW, mask HxW) triples, streaming."""
     meter = ConfusionMeter(num_classes=num_classes)
     rows = []
@@ -45,8 +53,6 @@ def evaluate_predictions(pairs, *, num_classes: int = NUM_CLASSES) -> Evaluation
 
 def evaluate_index(index, data_root=None, split: str = "val", *, max_images: int | None = None) -> Evaluation:
     """Score the argmax of stored probabilities (a ProbIndex) against the split's label maps."""
-    from trashlib.data import TrashDataset
-
     dataset = TrashDataset(data_root, split=split)
     if not dataset.has_masks:
         raise ValueError(f"{dataset.path}: split {split!r} has no annotations to score against")
@@ -55,8 +61,64 @@ def evaluate_index(index, data_root=None, split: str = "val", *, max_images: int
     if missing:
         raise ValueError(f"{dataset.path}: predictions for images not in the split, e.g. {missing[0]!r}")
     n = len(index) if max_images is None else min(max_images, len(index))
-    return evaluate_predictions((name, index.argmax(i), dataset.load_mask(by_name[name]))
+    return evaluate_label_maps((name, index.argmax(i), dataset.load_mask(by_name[name]))
                                 for i, name in zip(range(n), index.file_names))
+
+
+def ranked_images(evaluation: Evaluation, *, best: int = 2, worst: int = 2) -> list[int]:
+    """Positions of the `best` highest- then the `worst` lowest-scoring images (by their own mIoU)."""
+    order = evaluation.per_image.sort_values("mIoU")["index"].tolist()
+    return order[::-1][:best] + order[:worst]
+
+
+def prediction_gallery(dataset, predictions: dict, file_names, *, evaluations: dict | None = None):
+    """(images, masks, titles) for `viz.show_gallery`: per image its ground truth, then each prediction.
+
+    `predictions` maps a title ("baseline", "+ CRF") to a ProbIndex; `evaluations` (same keys, optional)
+    adds each image's own mIoU to the titles. Lay it out with ncols = 1 + len(predictions).
+    """
+    position = {name: i for i, name in enumerate(dataset.file_names)}
+    images, masks, titles = [], [], []
+    for name in file_names:
+        image = dataset.load_image(position[name])
+        images.append(image)
+        masks.append(dataset.load_mask(position[name]))
+        titles.append(f"{name}: ground truth")
+        for title, index in predictions.items():
+            k = index.file_names.index(name)
+            images.append(image)
+            masks.append(index.argmax(k))
+            score = ""
+            if evaluations and title in evaluations:
+                score = f" (mIoU {evaluations[title].per_image.loc[k, 'mIoU']:.2f})"
+            titles.append(f"{title}{score}")
+    return images, masks, titles
+
+
+def score_submission(csv_path: str | os.PathLike, labels_json: str | os.PathLike) -> Scores:
+    """Competition scores of a submission CSV against a COCO file with the test annotations."""
+    csv_path, labels_json = Path(csv_path), Path(labels_json)
+    coco = read_json(labels_json)
+    if not isinstance(coco, dict) or "annotations" not in coco:
+        raise ValueError(f"{labels_json}: has no 'annotations'; scoring needs the labelled test file "
+                         f"(e.g. test_labels.json), not test.json")
+    del coco
+    problems = validate_submission(csv_path, labels_json)
+    if problems:
+        raise ValueError(f"{csv_path} is not a valid submission for {labels_json}:\n" + "\n".join(problems))
+    dataset = TrashDataset(labels_json.parent, labels_json.stem)
+    position = {name: i for i, name in enumerate(dataset.file_names)}
+    meter = ConfusionMeter()
+    for image_id, pred in read_submission(csv_path):
+        mask = dataset.load_mask(position[image_id])
+        if mask is None:
+            raise ValueError(f"{labels_json}: the data layer found no labels for {image_id}")
+        try:
+            target = downsample_prediction(mask)  # exactly as the submission was reduced
+        except ValueError as e:
+            raise ValueError(f"{labels_json}: ground truth of {image_id}: {e}") from None
+        meter.update(pred, target)
+    return meter.compute()
 
 
 def train_seconds_per_step(run) -> float:
@@ -71,8 +133,6 @@ def train_seconds_per_step(run) -> float:
 def compare_runs(runs, *, evaluations: dict | None = None, infer_size: int = 512, repeats: int = 2) -> pd.DataFrame:
     """One row per run: val mIoU (from `evaluations[run.name]` or the run's best eval), per-class IoU,
     parameters (M), GFLOPs at infer_size, train seconds per step and inference seconds per image."""
-    from trashlib.models.profile import count_gflops, count_parameters, time_inference
-
     rows = []
     for run in runs:
         cfg = run.config
@@ -85,7 +145,7 @@ def compare_runs(runs, *, evaluations: dict | None = None, infer_size: int = 512
             per_class = [(best.get("per_class_iou") or {}).get(c, np.nan) for c in CLASS_NAMES]
         model = run.load_model()
         row = {"model": cfg.model, "size": cfg.size, "run": run.name, "val mIoU": mean,
-               "params (M)": count_parameters(model) / 1e6, "GFLOPs@512": count_gflops(model, infer_size),
+               "params (M)": model.num_parameters() / 1e6, "GFLOPs@512": count_gflops(model, infer_size),
                "train s/step": train_seconds_per_step(run),
                "infer s/img": time_inference(model, infer_size, repeats)}
         row.update({f"IoU {c}": v for c, v in zip(CLASS_NAMES, per_class)})

@@ -14,7 +14,8 @@ import numpy as np
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 
 
-def _as_numpy(x) -> np.ndarray:
+def as_numpy(x) -> np.ndarray:
+    """A numpy view of an array-like or a torch tensor (moved to the CPU)."""
     if hasattr(x, "detach"):  # torch tensor, without importing torch
         x = x.detach().cpu().numpy()
     return np.asarray(x)
@@ -29,7 +30,7 @@ def confusion_matrix(pred, target, *, num_classes: int = NUM_CLASSES, ignore_ind
         pred, target: (H, W) or (N, H, W) integer label maps of the same shape.
         returns: (num_classes, num_classes) int64.
     """
-    pred, target = _as_numpy(pred), _as_numpy(target)
+    pred, target = as_numpy(pred), as_numpy(target)
     if pred.shape != target.shape:
         raise ValueError(f"pred shape {pred.shape} != target shape {target.shape}")
     for name, arr in (("pred", pred), ("target", target)):

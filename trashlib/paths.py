@@ -1,5 +1,6 @@
 """Every path the project uses, derived from the package location or one environment variable.
 
+Only paths: nothing here reads or makes data (`trashlib.data.resolve_data_root` picks the data root).
 Never from the working directory: nbval starts kernels in the notebook's folder, papermill in the
 caller's. `TRASHLIB_DATA` names a data root (the competition layout); without it the embedded,
 generated dataset is used. `TRASHLIB_HOME` moves the writable folders (data/, reports/, runs/) as a
@@ -17,32 +18,14 @@ NOTEBOOKS_DIR = PACKAGE_DIR.parent / "notebooks"
 DATA_DIR = PROJECT_DIR / "data"
 RAW_DIR = DATA_DIR / "raw"
 INTERIM_DIR = DATA_DIR / "interim"
+PROBS_DIR = INTERIM_DIR / "probs"              # stored probability maps (predictions, ensembles, CRF)
+LABEL_MAPS_DIR = INTERIM_DIR / "label-maps"    # label-map training sets (offline copy-paste, pseudo labels)
 REPORTS_DIR = Path(os.environ.get("TRASHLIB_REPORTS", PROJECT_DIR / "reports")).resolve()
 FIGURES_DIR = REPORTS_DIR / "figures"
 METRICS_DIR = REPORTS_DIR / "metrics"
 RUNS_DIR = Path(os.environ.get("TRASHLIB_RUNS", PROJECT_DIR / "runs")).resolve()
 SYNTH_DIR = RAW_DIR / "trash-synth"
 SHARED_TACO_DIR = PACKAGE_DIR.parent.parent / "shared" / "data" / "taco-trash"
-
-
-def resolve_data_root(data_root: str | os.PathLike | None = None, *, generate: bool = True) -> Path:
-    """The data root: the argument, else `$TRASHLIB_DATA`, else the embedded generated dataset.
-
-    The embedded dataset is generated on first use (well under a minute) when `generate` is true.
-    """
-    if data_root not in (None, ""):
-        root = Path(data_root).expanduser().resolve()
-    elif os.environ.get("TRASHLIB_DATA"):
-        root = Path(os.environ["TRASHLIB_DATA"]).expanduser().resolve()
-    else:
-        root = SYNTH_DIR
-        if generate and not (root / "train_all.json").exists():
-            from trashlib.synth import generate_dataset
-
-            generate_dataset(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} does not exist (from argument or TRASHLIB_DATA)")
-    return root
 
 
 def cache_dir(*parts: str) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 
 from trashlib.classes import NUM_CLASSES
 from trashlib.io import atomic_open, read_json
+from trashlib.metrics import as_numpy
 
 HEADER = ("image_id", "PredictionString")
 SIZE = 256
@@ -36,12 +37,6 @@ _DIGIT_OR_SPACE[list(b"0123456789 ")] = True
 _TOKENS = {str(i): i for i in range(NUM_CLASSES)}
 
 
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _downsample(mask: np.ndarray) -> np.ndarray:
     if mask.shape == (2 * SIZE, 2 * SIZE):
         return mask[::2, ::2]  # cv2 INTER_NEAREST at scale 2 samples source index floor(2 * i)
@@ -51,7 +46,7 @@ def _downsample(mask: np.ndarray) -> np.ndarray:
 
 
 def _checked_small(pred) -> np.ndarray:
-    pred = _as_numpy(pred)
+    pred = as_numpy(pred)
     if pred.dtype.kind not in "iu":
         raise ValueError(f"prediction must hold integer labels, got dtype {pred.dtype}")
     small = _downsample(pred)
@@ -237,30 +232,6 @@ def _validate(csv_path: Path, expected: list[str], test_json: Path) -> list[str]
     return problems
 
 
-def score_submission(csv_path: str | os.PathLike, labels_json: str | os.PathLike):
-    """Competition scores (trashlib.metrics.Scores) of a submission against a COCO file with annotations."""
-    from trashlib.data import TrashDataset
-    from trashlib.metrics import ConfusionMeter
-
-    csv_path, labels_json = Path(csv_path), Path(labels_json)
-    coco = read_json(labels_json)
-    if not isinstance(coco, dict) or "annotations" not in coco:
-        raise ValueError(f"{labels_json}: has no 'annotations'; scoring needs the labelled test file "
-                         f"(e.g. test_labels.json), not test.json")
-    problems = _validate(csv_path, _test_file_names(labels_json, coco), labels_json)
-    if problems:
-        raise ValueError(f"{csv_path} is not a valid submission for {labels_json}:\n" + "\n".join(problems))
-    del coco
-    dataset = TrashDataset(labels_json.parent, labels_json.stem)
-    position = {name: i for i, name in enumerate(dataset.file_names)}
-    meter = ConfusionMeter()
-    for image_id, pred in read_submission(csv_path):
-        mask = dataset.load_mask(position[image_id])
-        if mask is None:
-            raise ValueError(f"{labels_json}: the data layer found no labels for {image_id}")
-        try:
-            target = _downsample(_as_numpy(mask))  # exactly as the submission was reduced
-        except ValueError as e:
-            raise ValueError(f"{labels_json}: ground truth of {image_id}: {e}") from None
-        meter.update(pred, target)
-    return meter.compute()
+def index_to_submission(index, path: str | os.PathLike) -> Path:
+    """Write the argmax maps of stored probabilities (a probs.ProbIndex, in split order) as a submission CSV."""
+    return write_submission(path, ((name, index.argmax(i)) for i, name in enumerate(index.file_names)))

@@ -6,13 +6,13 @@ import operator
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from trashlib import paths
 from trashlib.data.cache import FlatCache
 from trashlib.data.coco import ANNOTATED_SPLITS, DatasetError, load_coco
+from trashlib.data.embedded import resolve_data_root
 from trashlib.data.images import read_image
 from trashlib.data.raster import rasterize
 
@@ -36,9 +36,9 @@ class TrashDataset:
     decoding from every epoch after the first, at the cost of disk space.
     """
 
-    def __init__(self, data_root: str | os.PathLike | None = None, split: str = "train",
-                 transform: Callable | None = None, *, cache_images: bool = False):
-        self.root = paths.resolve_data_root(data_root)
+    def __init__(self, data_root: str | os.PathLike | None = None, split: str = "train", *,
+                 cache_images: bool = False):
+        self.root = resolve_data_root(data_root)
         self.split = split
         self.path = self.root / f"{split}.json"
         if not self.path.is_file():
@@ -48,7 +48,6 @@ class TrashDataset:
         if coco.warnings:
             warnings.warn(f"{coco.warnings[0]} (and {len(coco.warnings) - 1} more non-fatal problem(s); "
                           f"`python -m trashlib data check {self.root}` lists them)", stacklevel=2)
-        self.transform = transform
         self.sha1 = coco.sha1
         self.image_infos: list[dict] = coco.images
         # image paths relative to the root (the submission's image_id) and COCO ids, in file order
@@ -139,8 +138,4 @@ class TrashDataset:
         return len(todo)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        image, mask = self.load_image(i), self.load_mask(i)
-        if self.transform is None:
-            return image, mask
-        out = self.transform(image=image) if mask is None else self.transform(image=image, mask=mask)
-        return out["image"], out.get("mask")
+        return self.load_image(i), self.load_mask(i)

@@ -16,16 +16,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from tqdm.auto import tqdm
 
-from trashlib.training import runs
-from trashlib.training.config import TrainConfig
+from trashlib import runs
+from trashlib.batching import item_loader
+from trashlib.checkpoint import load_training_state, restore_rng, save_training_state, save_weights
+from trashlib.config import TrainConfig
+from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
+from trashlib.io import write_json
+from trashlib.models import build_model
+from trashlib.training.augment import transform_from_config
+from trashlib.training.sampling import TrainStream, train_loader
 from trashlib.training.schedule import lr_factor, set_lr
+from trashlib.training.validate import cdb_weights, validate
 
 
 def _accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-
     # Accelerate keeps a process-wide state that refuses a second mixed-precision setting; notebooks
     # call train() several times per kernel, so clear it (the distributed PartialState is kept).
     AcceleratorState._reset_state()
@@ -42,14 +50,11 @@ def _seed_everything(seed: int) -> None:
 def _start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool) -> None:
     """Write config and provenance; a fresh start clears what an earlier attempt left."""
     if not resuming:
-        for name in ("checkpoints", "probs"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         for name in (runs.METRICS_FILE, runs.FINISHED_FILE):
             (run_dir / name).unlink(missing_ok=True)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(run_dir / runs.CONFIG_FILE)
-    from trashlib.io import write_json
-
     write_json(run_dir / runs.ENV_FILE, runs.environment(device))
 
 
@@ -73,24 +78,13 @@ class _Log:
                 f.write(json.dumps(record) + "\n")
 
 
-def _data_fingerprint(cfg: TrainConfig) -> str:
-    """sha1 of the train and val annotation files: a regenerated or edited dataset is new data."""
-    import hashlib
-
-    h = hashlib.sha1()
-    for split in (cfg.train_split, cfg.val_split):
-        if split:
-            h.update((Path(cfg.data_root) / f"{split}.json").read_bytes())
-    return h.hexdigest()
-
-
 def _finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
     if not (run_dir / runs.FINISHED_FILE).exists():
         return False
     if runs.Run(run_dir).config.identity() != cfg.identity():
         return False
     saved = json.loads((run_dir / runs.FINISHED_FILE).read_text()).get("data_sha1")
-    if saved is not None and saved != _data_fingerprint(cfg):
+    if saved is not None and saved != train_fingerprint(cfg):
         print(f"{run_dir.name}: the data changed since this run finished; training it again")
         return False
     return True
@@ -104,13 +98,6 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     experiments); `force` retrains a finished run; `stop_after=k` stops after step k as an
     interruption would (last checkpoint written, run left unfinished, resumable with resume=True).
     """
-    from tqdm.auto import tqdm
-
-    from trashlib.data import TrashDataset
-    from trashlib.paths import resolve_data_root
-    from trashlib.training.augment import transform_from_config
-    from trashlib.training.sampling import TrainStream, train_loader
-
     cfg = cfg.replace(data_root=str(resolve_data_root(cfg.data_root)))
     run_dir = runs.run_dir_for(cfg)
     if not force and _finished_run(run_dir, cfg):
@@ -120,8 +107,6 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     main, device = accelerator.is_main_process, accelerator.device
     _seed_everything(cfg.seed)
     if model is None:  # before touching the folder: an unknown name must not leave a run behind
-        from trashlib.models import build_model
-
         model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
     ckpt_dir = run_dir / "checkpoints"
     resuming = cfg.resume and not force and (ckpt_dir / "last_state.json").exists()
@@ -147,7 +132,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
             print(f"resuming {run_dir.name} from step {state['step']}")
     log = _Log(run_dir / runs.METRICS_FILE, main)
 
-    stream = TrainStream(TrashDataset(cfg.data_root, split=cfg.train_split), transform_from_config(cfg), seed=cfg.seed)
+    stream = TrainStream(build_train_dataset(cfg), transform_from_config(cfg), seed=cfg.seed)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     batches = iter(train_loader(stream, start=state["step"] * cfg.grad_accum, end=end * cfg.grad_accum,
                                 batch_size=cfg.batch_size, rank=rank, world=world, workers=cfg.workers,
@@ -190,18 +175,14 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
             _save_last(accelerator, raw, optimizer, ckpt_dir, state, cfg)
     bar.close()
     if main and state["step"] == cfg.steps:
-        from trashlib.io import write_json
-
         write_json(run_dir / runs.FINISHED_FILE, {"step": state["step"], "best_miou": state["best_miou"],
-                                                  "elapsed_s": state["elapsed"], "data_sha1": _data_fingerprint(cfg)})
+                                                  "elapsed_s": state["elapsed"], "data_sha1": train_fingerprint(cfg)})
     accelerator.wait_for_everyone()
     return runs.Run(run_dir)
 
 
 def _restore(accelerator, raw, optimizer, ckpt_dir: Path, state: dict) -> None:
     """Load model, optimizer, RNG, grad-scaler and loop state from the last checkpoint."""
-    from trashlib.training.checkpoint import load_training_state, restore_rng
-
     model_state, optimizer_state, saved = load_training_state(ckpt_dir)
     raw.load_state_dict(model_state)
     optimizer.load_state_dict(optimizer_state)
@@ -215,8 +196,6 @@ def _restore(accelerator, raw, optimizer, ckpt_dir: Path, state: dict) -> None:
 
 
 def _save_last(accelerator, raw, optimizer, ckpt_dir: Path, state: dict, cfg: TrainConfig) -> None:
-    from trashlib.training.checkpoint import save_training_state
-
     if accelerator.is_main_process:
         order = {"seed": cfg.seed, "micro_batch": state["step"] * cfg.grad_accum}  # + sampling's rule
         scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
@@ -229,8 +208,6 @@ class _Evaluator:
     """Validation at a step: scores to metrics.jsonl, best checkpoint, CDB class weights."""
 
     def __init__(self, cfg, accelerator, raw, log, ckpt_dir, state):
-        from trashlib.data import TrashDataset
-
         self.cfg, self.accelerator, self.raw, self.log = cfg, accelerator, raw, log
         self.ckpt_dir, self.state = ckpt_dir, state
         self.dataset = TrashDataset(cfg.data_root, split=cfg.val_split)
@@ -243,13 +220,9 @@ class _Evaluator:
         return total.cpu().numpy()
 
     def __call__(self, step: int) -> None:
-        from trashlib.training.checkpoint import save_weights
-        from trashlib.training.evaluate import cdb_weights, evaluate
-        from trashlib.training.sampling import eval_loader
-
         acc, cfg = self.accelerator, self.cfg
-        loader = eval_loader(self.dataset, self.indices, batch_size=cfg.batch_size, workers=min(cfg.workers, 2))
-        scores = evaluate(self.raw, loader, device=acc.device, num_classes=self.raw.num_classes,
+        loader = item_loader(self.dataset, self.indices, batch_size=cfg.batch_size, workers=min(cfg.workers, 2))
+        scores = validate(self.raw, loader, device=acc.device, num_classes=self.raw.num_classes,
                           autocast=acc.autocast, reduce=self._reduce)
         record = {"kind": "eval", "step": step, "split": cfg.val_split, "images": self.n, **scores.as_dict(),
                   "time": self.state["elapsed"]}

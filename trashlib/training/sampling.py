@@ -74,24 +74,3 @@ def train_loader(stream: TrainStream, *, start: int, end: int, batch_size: int, 
                       # an explicit generator keeps the loader from drawing on the global torch RNG,
                       # which is part of the resumable state
                       generator=torch.Generator().manual_seed(0))
-
-
-class EvalItems(Dataset):
-    """(index, image, mask) of a subset of a dataset, untransformed (full image size)."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int):
-        i = self.indices[k]
-        image, mask = self.dataset[i]
-        return i, image, mask
-
-
-def eval_loader(dataset, indices, *, batch_size: int, workers: int = 0) -> DataLoader:
-    """Batches (lists) of (index, image, mask) in index order; images may differ in size."""
-    return DataLoader(EvalItems(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=list, generator=torch.Generator().manual_seed(0))

@@ -14,17 +14,23 @@ import os
 import platform
 import re
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from trashlib.training.config import TrainConfig
+import pandas as pd
+import torch
+
+from trashlib import paths
+from trashlib.checkpoint import load_weights
+from trashlib.config import TrainConfig
+from trashlib.io import read_json
+from trashlib.models import build_model
 
 CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE = "config.yaml", "metrics.jsonl", "finished.json", "environment.json"
 
 
 def runs_dir() -> Path:
     """The default runs folder, read at call time (tests and notebooks may move it)."""
-    import trashlib.paths as paths
-
     return Path(paths.RUNS_DIR)
 
 
@@ -48,10 +54,8 @@ def run_dir_for(cfg: TrainConfig) -> Path:
 
 def git_state() -> dict:
     """{"commit": HEAD or "unknown", "dirty": bool or None} of the project's repository."""
-    from trashlib.paths import PACKAGE_DIR
-
     def git(*args):
-        return subprocess.run(["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True,
+        return subprocess.run(["git", *args], cwd=paths.PACKAGE_DIR.parent, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
 
     try:
@@ -62,14 +66,10 @@ def git_state() -> dict:
 
 def environment(device: str) -> dict:
     """Provenance of a run: git state, interpreter and library versions, device."""
-    import torch
-
     env = {"git": git_state(), "python": platform.python_version(), "platform": platform.platform(),
            "torch": torch.__version__, "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name()
-    from importlib.metadata import PackageNotFoundError, version
-
     for lib in ("transformers", "accelerate", "albumentations", "numpy", "safetensors"):
         try:  # metadata, not import: importing transformers alone takes seconds
             env[lib] = version(lib)
@@ -109,7 +109,7 @@ class Run:
 
     @property
     def environment(self) -> dict:
-        return json.loads((self.path / ENV_FILE).read_text()) if (self.path / ENV_FILE).exists() else {}
+        return read_json(self.path / ENV_FILE) if (self.path / ENV_FILE).exists() else {}
 
     def metrics(self, kind: str | None = None) -> list[dict]:
         """Records of metrics.jsonl ("train" loss lines, "eval" lines), optionally of one kind."""
@@ -127,8 +127,6 @@ class Run:
 
     def metrics_frame(self, kind: str = "train"):
         """metrics() of one kind as a pandas DataFrame (per-class IoU expanded to columns for "eval")."""
-        import pandas as pd
-
         records = self.metrics(kind)
         if kind == "eval":
             records = [{**{k: v for k, v in r.items() if k != "per_class_iou"},
@@ -154,12 +152,8 @@ class Run:
 
     def load_model(self, which: str = "best", *, model=None, device="cpu"):
         """The run's model (built from its config unless `model` is given) with the weights, in eval mode."""
-        from trashlib.training.checkpoint import load_weights
-
         path = self.checkpoint(which)
         if model is None:
-            from trashlib.models import build_model
-
             cfg = self.config
             try:  # a pretrained checkpoint's config defines the architecture; its weights are replaced
                 model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
@@ -176,6 +170,15 @@ def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
     if not root.is_dir():
         return []
     return [Run(p) for p in sorted(root.iterdir()) if (p / CONFIG_FILE).exists()]
+
+
+def find_runs(*, data_root: str | os.PathLike | None = None, names=None, finished: bool = True,
+              root: str | os.PathLike | None = None) -> list[Run]:
+    """Runs trained on `data_root` (when given), among `names` (when given), finished ones only by default."""
+    data_root = Path(data_root).resolve() if data_root is not None else None
+    names = set(names) if names is not None else None
+    return [r for r in list_runs(root) if (not finished or r.finished) and (names is None or r.name in names)
+            and (data_root is None or (r.config.data_root and Path(r.config.data_root).resolve() == data_root))]
 
 
 def best_run(runs=None, metric: str = "mIoU") -> Run | None:

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
 from trashlib.io import atomic_open, read_json, write_json
 
 
 def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], *, metadata: dict | None = None) -> Path:
     """Write tensors to a safetensors file atomically; metadata values are JSON-encoded strings."""
-    from safetensors.torch import save
-
     # clone: safetensors refuses tensors sharing storage (tied weights) and non-contiguous views
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
@@ -33,8 +33,6 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], *, m
 
 def load_weights(path: str | os.PathLike, *, prefix: str = "") -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file (those under `prefix`, with the prefix removed)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -44,8 +42,6 @@ def load_weights(path: str | os.PathLike, *, prefix: str = "") -> dict[str, torc
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The JSON-decoded metadata of a safetensors file."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 

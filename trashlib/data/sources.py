@@ -1,0 +1,64 @@
+"""The training set of a config: the COCO split plus any label-map sets, as one dataset."""
+from __future__ import annotations
+
+import bisect
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from trashlib.data.dataset import TrashDataset
+from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset
+
+
+class ConcatSource:
+    """Several datasets read as one: `load_image`, `load_mask`, `file_names`, `len`, `ds[i]`."""
+
+    def __init__(self, sources):
+        self.sources = list(sources)
+        self.split = "+".join(str(s.split) for s in self.sources)
+        self._ends = np.cumsum([len(s) for s in self.sources]).tolist()
+        self.file_names = [name for s in self.sources for name in s.file_names]
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def _locate(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        k = bisect.bisect_right(self._ends, i)
+        return self.sources[k], i - (self._ends[k - 1] if k else 0)
+
+    def load_image(self, i: int) -> np.ndarray:
+        source, j = self._locate(i)
+        return source.load_image(j)
+
+    def load_mask(self, i: int) -> np.ndarray | None:
+        source, j = self._locate(i)
+        return source.load_mask(j)
+
+    def __getitem__(self, i: int):
+        source, j = self._locate(i)
+        return source[j]
+
+
+def build_train_dataset(cfg):
+    """A TrainConfig's training data: `train_split` of `data_root`, then each of `extra_train`'s sets."""
+    base = TrashDataset(cfg.data_root, split=cfg.train_split)
+    if not cfg.extra_train:
+        return base
+    return ConcatSource([base, *(LabelMapDataset(folder) for folder in cfg.extra_train)])
+
+
+def train_fingerprint(cfg) -> str:
+    """sha1 of what a run learns from: the train and val JSON files and every extra set's index.
+
+    A regenerated or edited dataset is new data, so a finished run of the same config is retrained.
+    """
+    h = hashlib.sha1()
+    for split in (cfg.train_split, cfg.val_split):
+        if split:
+            h.update((Path(cfg.data_root) / f"{split}.json").read_bytes())
+    for folder in cfg.extra_train:
+        h.update((Path(folder) / INDEX_FILE).read_bytes())
+    return h.hexdigest()

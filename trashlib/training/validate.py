@@ -1,0 +1,54 @@
+"""The training loop's validation with the competition metric, and the CDB class weights derived from it.
+
+Images are scored at their full size: argmax of `predict_proba`, one confusion matrix summed over
+the split (trashlib.metrics), batches streamed from `batching.item_loader` so the split is never in
+memory. Scoring stored predictions (after TTA, ensembles, CRF) is `trashlib.evaluation`'s job.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from trashlib.batching import images_to_tensor, same_size_groups
+from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
+from trashlib.metrics import ConfusionMeter, Scores, scores
+
+
+@torch.no_grad()
+def validate(model, loader, *, device="cpu", num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
+             autocast=contextlib.nullcontext, reduce=None) -> Scores:
+    """Competition scores of `model` over the (index, image, mask) batches of `loader`.
+
+    `reduce` (e.g. a sum over processes) is applied to the confusion matrix before scoring.
+    """
+    was_training = model.training
+    model.eval()
+    meter = ConfusionMeter(num_classes=num_classes, ignore_index=ignore_index)
+    try:
+        for batch in loader:
+            for group in same_size_groups(batch):
+                x = images_to_tensor([g[1] for g in group], device)
+                with autocast():
+                    probs = model.predict_proba(x)
+                pred = probs.argmax(1).to("cpu", torch.uint8).numpy()
+                meter.update(pred, np.stack([g[2] for g in group]))
+    finally:
+        model.train(was_training)
+    confusion = meter.confusion if reduce is None else reduce(meter.confusion)
+    return scores(confusion)
+
+
+def cdb_weights(per_class_iou, *, tau: float = 1.0, floor: float = 0.05) -> np.ndarray:
+    """Class-difficulty weights w_c proportional to (1 - IoU_c)^tau, normalised to mean 1.
+
+    Classes without an IoU (absent from ground truth and prediction) get the mean difficulty;
+    difficulty is floored at `floor` so a solved class is down-weighted, never switched off.
+    """
+    iou = np.asarray(per_class_iou, dtype=np.float64)
+    difficulty = 1.0 - iou
+    known = np.isfinite(difficulty)
+    difficulty[~known] = difficulty[known].mean() if known.any() else 1.0
+    w = np.clip(difficulty, floor, 1.0) ** tau
+    return w / w.mean()
