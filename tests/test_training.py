@@ -266,6 +266,34 @@ def test_finished_run_is_retrained_when_the_data_changed(tiny_copy, monkeypatch)
         train(cfg, model=TinySeg(), progress=False)
 
 
+def test_training_reads_label_map_sets_with_ignore(tiny_root, tmp_path, monkeypatch):
+    """extra_train adds a label-map set to the stream; its 255 pixels reach the loss as ignore."""
+    import trashlib.training.loop as loop
+    from trashlib.data import TrashDataset, write_label_maps
+    from trashlib.training import train
+
+    ds = TrashDataset(tiny_root, "train")
+    ignored = np.full(ds.load_mask(0).shape, 255, np.uint8)
+    extra = write_label_maps(tmp_path / "set", [(f"pl{i}.jpg", ds.load_image(i), ignored) for i in range(len(ds))])
+    seen = []
+    real = loop.TrainStream
+
+    class Spy(real):
+        def __getitem__(self, position):
+            image, mask = super().__getitem__(position)
+            seen.append(bool((mask == 255).all()))
+            return image, mask
+
+    monkeypatch.setattr(loop, "TrainStream", Spy)
+    cfg = small_cfg(tiny_root, steps=4, eval_every=None, run_name="extra", scale_range=(1.0, 1.0),
+                    extra_train=(str(extra.root),))
+    run = train(cfg, model=TinySeg(), progress=False)
+    assert run.finished and len(seen) == 8
+    assert any(seen) and not all(seen)  # items of both sources were drawn
+    losses = [r["loss"] for r in run.metrics("train")]
+    assert all(np.isfinite(losses))
+
+
 def test_checkpoints_are_safetensors_and_load(tiny_root):
     from trashlib.runs import Run, best_run, list_runs
     from trashlib.training import train

@@ -40,11 +40,23 @@ def write_json(path: str | os.PathLike, obj, *, indent: int | None = 2) -> Path:
     return Path(path)
 
 
+def parse_json(raw: bytes, name: str):
+    """Decode JSON bytes; ValueError naming `name` and the line and column of a syntax error."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: not UTF-8 text (byte {e.start})") from None
+
+
 def read_json(path: str | os.PathLike):
-    """Read JSON, with an error that names the file and the position of a syntax error."""
+    """Read a JSON file, with an error that names the file (and the position of a syntax error)."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read file: {e.strerror or e}") from None
+    return parse_json(raw, str(path))

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
+from trashlib.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 
 def as_numpy(x) -> np.ndarray:
@@ -99,8 +99,6 @@ class Scores(NamedTuple):
 
     def as_dict(self, class_names=None) -> dict:
         """JSON-ready dict; per-class IoU keyed by class name (None where the class is empty)."""
-        from trashlib.classes import CLASS_NAMES
-
         names = class_names or CLASS_NAMES
         return {
             "mIoU": self.miou,

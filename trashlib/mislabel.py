@@ -8,13 +8,16 @@ score = 1 - P(given label), the estimated probability that the label is wrong. n
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
+from scipy.linalg import eigh
 
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
+from trashlib.io import read_json
+from trashlib.viz import plot_annotation_crops
 
 FEATURE_NAMES = (
     "L_mean", "a_mean", "b_mean", "L_std", "a_std", "b_std", "L_p10", "L_p90",
@@ -32,8 +35,6 @@ def image_feature_maps(image: np.ndarray) -> dict[str, np.ndarray]:
     Shape:
         image: (H, W, 3) uint8 RGB; every map is (H, W) or (H, W, C) float32.
     """
-    import cv2
-
     if image is None or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got {None if image is None else image.shape}")
     rgb = image.astype(np.float32) / 255
@@ -58,8 +59,6 @@ def image_feature_maps(image: np.ndarray) -> dict[str, np.ndarray]:
 def shape_features(points: np.ndarray, *, image_area: float) -> list[float]:
     """Rotation-invariant shape of a polygon (K, 2): log area, elongation, rectangularity, solidity,
     compactness, log vertex count."""
-    import cv2
-
     pts = np.asarray(points, np.float32).reshape(-1, 2)
     area = abs(float(cv2.contourArea(pts)))
     if len(pts) < 3 or area <= 0:
@@ -74,8 +73,6 @@ def shape_features(points: np.ndarray, *, image_area: float) -> list[float]:
 
 def _outline(region: np.ndarray) -> np.ndarray:
     """The largest outer contour of a bool mask, as polygon points (for RLE annotations)."""
-    import cv2
-
     contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return max(contours, key=cv2.contourArea)[:, 0, :] if contours else np.zeros((0, 2))
 
@@ -136,8 +133,6 @@ def lda_projection(x: np.ndarray, labels: np.ndarray, *, shrinkage: float = 0.05
     Shape:
         x: (N, F); labels: (N,); returns: (F, min(F, n_classes - 1)).
     """
-    from scipy.linalg import eigh
-
     classes = np.unique(labels)
     mean = x.mean(0)
     sw = np.zeros((x.shape[1], x.shape[1]))
@@ -227,10 +222,7 @@ def load_known_mislabels(data_root) -> pd.DataFrame | None:
     path = Path(data_root) / "synth_meta.json"
     if not path.exists():
         return None
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    meta = read_json(path)
     if "mislabels" not in meta:
         return None
     return pd.DataFrame(meta["mislabels"], columns=["annotation_id", "image_id", "file_name",
@@ -269,8 +261,6 @@ def plot_candidates(dataset, ranking: pd.DataFrame, annotations: pd.DataFrame, *
                     known_ids=None, ncols: int = 5):
     """Thumbnails of the top-k candidates: crop, polygon, given vs predicted label; a red frame marks
     a known wrong label, a grey one a label known to be right (only when `known_ids` is given)."""
-    from trashlib.viz import plot_annotation_crops
-
     top = ranking.head(top_k).merge(annotations[["annotation_id", "index"]], on="annotation_id", how="left")
     known = None if known_ids is None else set(known_ids)
     crops, outlines, titles, edges = [], [], [], []

@@ -10,6 +10,7 @@ import io
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from trashlib.classes import CLASSES, NUM_CLASSES
 from trashlib.viz import colorize, overlay, present_classes
@@ -110,8 +111,6 @@ class ImageViewer:
 
     # --- widgets ---------------------------------------------------------------------------
     def _png(self) -> bytes:
-        from PIL import Image
-
         picture = self.render()
         if picture is None:
             picture = np.full((64, 64, 3), 255, np.uint8)

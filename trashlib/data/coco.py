@@ -6,13 +6,13 @@ fault is described the same way by both: `train.json: annotation 345: polygon 0 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from trashlib.classes import CLASSES
+from trashlib.io import parse_json
 
 # Splits that must carry annotations; test.json (and unknown extras) may have none.
 ANNOTATED_SPLITS = ("train_all", "train", "val")
@@ -75,11 +75,9 @@ def load_json(path: str | Path, *, name: str | None = None) -> tuple[object, str
     except OSError as e:
         raise DatasetError([Problem(name, None, f"cannot read file: {e.strerror or e}")]) from None
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DatasetError([Problem(name, None, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")]) from None
-    except UnicodeDecodeError as e:
-        raise DatasetError([Problem(name, None, f"not UTF-8 text (byte {e.start})")]) from None
+        data = parse_json(raw, name)
+    except ValueError as e:
+        raise DatasetError([Problem(name, None, str(e).removeprefix(f"{name}: "))]) from None
     return data, hashlib.sha1(raw).hexdigest()
 
 

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from trashlib import paths
 from trashlib.data.cache import FlatCache
@@ -130,8 +131,6 @@ class TrashDataset:
             return 0
         todo = [i for i in range(len(self)) if not self._masks.ready(i)]
         if progress and todo:
-            from tqdm.auto import tqdm
-
             todo = tqdm(todo, desc=f"masks {self.split}", unit="img")
         for i in todo:
             self.load_mask(i)

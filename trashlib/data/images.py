@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from trashlib.data.coco import DatasetError, Problem
@@ -32,8 +33,6 @@ def read_image(path: str | Path, *, width: int | None = None, height: int | None
 
 
 def _decode(buf: np.ndarray) -> np.ndarray | None:
-    import cv2
-
     # stored pixels, as COCO annotates them (PIL ignores EXIF orientation too)
     flags = cv2.IMREAD_IGNORE_ORIENTATION
     if hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.11 converts inside the decoder: no extra copy

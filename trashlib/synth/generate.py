@@ -10,10 +10,12 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from trashlib.classes import coco_categories
 from trashlib.io import write_json
+from trashlib.submission import write_submission
 from trashlib.synth.objects import wrong_label
 from trashlib.synth.scene import encode_scene
 
@@ -32,8 +34,6 @@ def _render_one(task: tuple[int, int, int]) -> tuple[bytes, list[dict]]:
 
 
 def _init_worker() -> None:
-    import cv2
-
     cv2.setNumThreads(1)  # one process per core already
 
 
@@ -130,8 +130,6 @@ def generate_dataset(out, *, seed: int = 0, n_train: int = 320, n_val: int = 80,
 
 def _write_annotations(root: Path, plan, scenes: dict, *, seed: int, mislabel_rate: float, image_size: int,
                        params: dict) -> None:
-    from trashlib.submission import write_submission
-
     trainval = sorted(f for f, s in plan if s != "test")
     test = sorted(f for f, s in plan if s == "test")
     split_of = dict(plan)

@@ -23,8 +23,8 @@ RENDERERS = {
     10: [(clothing, 1.0)],
 }
 # category_id -> (min, max) long side as a fraction of the image side, drawn log-uniformly.
-SIZES = {1: (0.08, 0.3), 2: (0.12, 0.45), 3: (0.14, 0.32), 4: (0.1, 0.24), 5: (0.25, 0.6),
-         6: (0.15, 0.55), 7: (0.12, 0.4), 8: (0.18, 0.8), 9: (0.08, 0.18), 10: (0.3, 0.7)}
+OBJECT_SIZE_RANGES = {1: (0.08, 0.3), 2: (0.12, 0.45), 3: (0.14, 0.32), 4: (0.1, 0.24), 5: (0.25, 0.6),
+                      6: (0.15, 0.55), 7: (0.12, 0.4), 8: (0.18, 0.8), 9: (0.08, 0.18), 10: (0.3, 0.7)}
 # Deliberate label noise: a wrong label is a class a tired annotator would confuse with the right one.
 CONFUSIONS = {1: (6, 2), 2: (3, 1, 7), 3: (2,), 4: (1, 6), 5: (6,), 6: (1, 5, 8), 7: (2, 6), 8: (6, 1),
               9: (4, 1), 10: (1, 8)}
@@ -63,7 +63,7 @@ def render_object(rng: np.random.Generator, category_id: int, *, image_size: int
     options = RENDERERS[category_id]
     weights = np.array([w for _, w in options])
     fn = options[int(rng.choice(len(options), p=weights / weights.sum()))][0]
-    lo, hi = SIZES[category_id]
+    lo, hi = OBJECT_SIZE_RANGES[category_id]
     size = zoom * image_size * float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     return fn(rng, max(size, 12.0))
 

@@ -12,17 +12,16 @@ import random
 
 import numpy as np
 
-from trashlib.classes import IGNORE_INDEX
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before the import: it asks the package index otherwise
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from trashlib.classes import IGNORE_INDEX  # noqa: E402
 
 
 def train_transform(*, image_size: int, scale_range=(0.5, 2.0), hflip: float = 0.5,
                     color_jitter: float = 0.2, ignore_index: int = IGNORE_INDEX):
     """The albumentations Compose for training crops (call `seed_transform` before each item)."""
-    import albumentations as A
-    import cv2
-
     lo, hi = scale_range
     steps = []
     if (lo, hi) != (1.0, 1.0):

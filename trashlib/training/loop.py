@@ -25,7 +25,7 @@ from trashlib.batching import item_loader
 from trashlib.checkpoint import load_training_state, restore_rng, save_training_state, save_weights
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
-from trashlib.io import write_json
+from trashlib.io import read_json, write_json
 from trashlib.models import build_model
 from trashlib.training.augment import transform_from_config
 from trashlib.training.sampling import TrainStream, train_loader
@@ -83,7 +83,7 @@ def _finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
         return False
     if runs.Run(run_dir).config.identity() != cfg.identity():
         return False
-    saved = json.loads((run_dir / runs.FINISHED_FILE).read_text()).get("data_sha1")
+    saved = read_json(run_dir / runs.FINISHED_FILE).get("data_sha1")
     if saved is not None and saved != train_fingerprint(cfg):
         print(f"{run_dir.name}: the data changed since this run finished; training it again")
         return False
