@@ -7,20 +7,19 @@ Every entry returns a `SegmentationModel` (see base.py): `model(images, masks)` 
 """
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Callable
 
 from trashlib.classes import NUM_CLASSES
 from trashlib.models.base import SegmentationModel, SegOutput
-from trashlib.models.sizes import CHECKPOINTS, SIZES
+from trashlib.models.sizes import MODEL_SIZES
 
 
 def _lazy(module: str, function: str) -> Callable[..., SegmentationModel]:
     """A builder that imports its module (and so transformers) only when a model is built."""
 
     def build(**kw) -> SegmentationModel:
-        import importlib
-
         return getattr(importlib.import_module(f"trashlib.models.{module}"), function)(**kw)
 
     build.__name__ = function
@@ -46,12 +45,12 @@ def build_model(name: str, *, num_classes: int = NUM_CLASSES, size: str = "tiny"
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r} for {name}; valid sizes: {', '.join(SIZES)}")
+    if size not in MODEL_SIZES:
+        raise ValueError(f"unknown size {size!r} for {name}; valid sizes: {', '.join(MODEL_SIZES)}")
     model = MODELS[name](num_classes=num_classes, size=size,
                          pretrained=None if pretrained is None else str(pretrained))
     model.name, model.size = name, size
     return model
 
 
-__all__ = ["CHECKPOINTS", "MODELS", "SIZES", "SegOutput", "SegmentationModel", "build_model"]
+__all__ = ["MODELS", "MODEL_SIZES", "SegOutput", "SegmentationModel", "build_model"]

@@ -21,14 +21,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class SegOutput:
-    """What `forward` returns: the loss (None without masks) and optional extras (logits, aux losses)."""
+    """What `forward` returns: the loss (None without masks), per-pixel scores, extras (aux losses, raw outputs).
+
+    `logits` are true per-pixel logits (softmax gives `predict_proba`), from per-pixel classifiers;
+    `log_probs` are log-probabilities, from models that have no per-pixel logits (Mask2Former). A
+    model fills at most one of them.
+
+    Shape:
+        logits, log_probs: (N, C, H, W) at the input resolution
+    """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    log_probs: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str):
-        if key in ("loss", "logits"):
+        if key in ("loss", "logits", "log_probs"):
             return getattr(self, key)
         return self.extras[key]
 
@@ -57,7 +66,7 @@ class SegmentationModel(nn.Module):
         return (images - self.pixel_mean) / self.pixel_std
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> SegOutput:
-        """Loss (when masks are given) and logits.
+        """Loss (when masks are given) and per-pixel scores (`logits` or `log_probs`).
 
         Shape:
             images: (N, 3, H, W) float in [0, 1]

@@ -12,6 +12,9 @@ from torch import nn
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.models.base import SegmentationModel, SegOutput
+from trashlib.models.mask2former import freeze_unused_swin_norm, swin_backbone_config
+from trashlib.models.pretrained import label_kwargs, load_with_head
+from trashlib.models.sizes import CONVNEXT, SEGFORMER, UPERNET_HEAD, size_config
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -100,10 +103,6 @@ class SegformerSegmenter(CrossEntropySegmenter):
 def _upernet(backbone_config, *, num_classes: int, size: str, pretrained: str | None) -> UperNetSegmenter:
     from transformers import UperNetConfig, UperNetForSemanticSegmentation
 
-    from trashlib.models.mask2former import freeze_unused_swin_norm
-    from trashlib.models.pretrained import label_kwargs, load_with_head
-    from trashlib.models.sizes import UPERNET_HEAD, size_config
-
     head = size_config(UPERNET_HEAD, size, "UperNet")
     if pretrained is not None:
         hf = load_with_head(UperNetForSemanticSegmentation, pretrained, num_classes=num_classes)
@@ -118,16 +117,12 @@ def _upernet(backbone_config, *, num_classes: int, size: str, pretrained: str | 
 
 def build_upernet_swin(*, num_classes: int = NUM_CLASSES, size: str = "tiny", pretrained: str | None = None):
     """UperNet + Swin; `pretrained` e.g. openmmlab/upernet-swin-base (class head resized)."""
-    from trashlib.models.mask2former import swin_backbone_config
-
     return _upernet(lambda: swin_backbone_config(size), num_classes=num_classes, size=size, pretrained=pretrained)
 
 
 def build_upernet_convnext(*, num_classes: int = NUM_CLASSES, size: str = "tiny", pretrained: str | None = None):
     """UperNet + ConvNeXt; `pretrained` e.g. openmmlab/upernet-convnext-base (class head resized)."""
     from transformers import ConvNextConfig
-
-    from trashlib.models.sizes import CONVNEXT, size_config
 
     config = size_config(CONVNEXT, size, "ConvNeXt")  # validates the size before any loading
     return _upernet(lambda: ConvNextConfig(**config, out_features=STAGES), num_classes=num_classes,
@@ -137,9 +132,6 @@ def build_upernet_convnext(*, num_classes: int = NUM_CLASSES, size: str = "tiny"
 def build_segformer(*, num_classes: int = NUM_CLASSES, size: str = "tiny", pretrained: str | None = None):
     """SegFormer b0/b2/b5 shapes; `pretrained` e.g. nvidia/mit-b2 (encoder) or a finetuned SegFormer."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    from trashlib.models.pretrained import label_kwargs, load_with_head
-    from trashlib.models.sizes import SEGFORMER, size_config
 
     shape = size_config(SEGFORMER, size, "SegFormer")
     if pretrained is not None:

@@ -14,7 +14,10 @@ import torch
 from torch import nn
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
+from trashlib.models.mask2former import Mask2FormerSegmenter, mask2former_config
 from trashlib.models.neighborhood_attention import na2d_av, na2d_qk
+from trashlib.models.pretrained import from_pretrained, load_config
+from trashlib.models.sizes import DINAT, MASK2FORMER_HEAD, size_config
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -75,8 +78,6 @@ def dinat_config(size: str, **overrides):
     """DinatConfig of a size from `sizes.DINAT`, exposing all four stages."""
     from transformers import DinatConfig
 
-    from trashlib.models.sizes import DINAT, size_config
-
     return DinatConfig(**{**size_config(DINAT, size, "DiNAT"), "out_features": STAGES, **overrides})
 
 
@@ -96,9 +97,6 @@ def load_dinat_backbone(pretrained: str, *, size: str) -> nn.Module:
     """
     from transformers import DinatBackbone, DinatConfig
 
-    from trashlib.models.pretrained import from_pretrained, load_config
-    from trashlib.models.sizes import DINAT
-
     config = load_config(DinatConfig, pretrained, out_features=STAGES)
     if list(config.depths) == DINAT[size]["depths"]:
         config.dilations = [list(d) for d in DINAT[size]["dilations"]]
@@ -110,9 +108,6 @@ def load_dinat_backbone(pretrained: str, *, size: str) -> nn.Module:
 def build_mask2former_dinat(*, num_classes: int = NUM_CLASSES, size: str = "tiny", pretrained: str | None = None):
     """Mask2Former + DiNAT: `pretrained` is a DiNAT ImageNet checkpoint for the backbone; the head is random."""
     from transformers import Mask2FormerForUniversalSegmentation
-
-    from trashlib.models.mask2former import Mask2FormerSegmenter, mask2former_config
-    from trashlib.models.sizes import MASK2FORMER_HEAD, size_config
 
     head = size_config(MASK2FORMER_HEAD, size, "Mask2Former")
     backbone = load_dinat_backbone(pretrained, size=size) if pretrained is not None else None

@@ -1,10 +1,11 @@
 """Mask2Former (transformers) behind the SegmentationModel interface, with any backbone config.
 
 Training targets: one binary mask per class present in the label map (background 0 is a real class).
-Ignore pixels (255) are excluded from every binary mask - they are negatives for all of them - which
-is what the original Mask2Former semantic data mapper does; transformers' loss has no ignore mask, so
-they cannot be left out of the point-sampled mask loss altogether. An image that is ignored
-everywhere has no targets: its queries are all trained towards "no object".
+Ignore pixels (255) are in no binary mask and, through the validity mask that `Mask2FormerSegmenter`
+hands to its criterion for each forward, count in no mask loss: every builder's model trains with
+`mask2former_loss.IgnoreAwareMask2FormerLoss` (transformers' loss with point weights 0 where ignored, in
+the matching too; the rule is in that module). The class cross-entropy is unchanged, so an image that
+is ignored everywhere has no targets and trains its queries towards "no object".
 
 Probabilities: softmax(class logits) without the "no object" column, combined with sigmoid(mask
 logits) upsampled bilinearly from 1/4 to the input resolution, summed over queries and normalised
@@ -19,10 +20,13 @@ from torch import nn
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.models.base import SegmentationModel, SegOutput
+from trashlib.models.mask2former_loss import IgnoreAwareMask2FormerLoss
+from trashlib.models.pretrained import label_kwargs, load_with_head
+from trashlib.models.sizes import MASK2FORMER_HEAD, SWIN, size_config
 
 
 def masks_to_targets(masks: torch.Tensor, *, ignore_index: int = IGNORE_INDEX):
-    """Label maps -> per-image (binary masks of the classes present, their class ids).
+    """Label maps -> per-image (binary masks of the classes present, their class ids); ignored pixels are 0.
 
     Shape:
         masks: (N, H, W) long
@@ -59,19 +63,22 @@ def mask2former_config(backbone_config, head: dict, *, num_classes: int):
     """A Mask2FormerConfig for `backbone_config` with head overrides and trashlib's labels."""
     from transformers import Mask2FormerConfig
 
-    from trashlib.models.pretrained import label_kwargs
-
     return Mask2FormerConfig(backbone_config=backbone_config, ignore_value=IGNORE_INDEX,
                              **label_kwargs(num_classes), **head)
 
 
 class Mask2FormerSegmenter(SegmentationModel):
-    """A transformers Mask2FormerForUniversalSegmentation trained on semantic label maps."""
+    """A transformers Mask2FormerForUniversalSegmentation trained on semantic label maps.
+
+    Its criterion is replaced by the ignore-aware one (class weights kept).
+    """
 
     def __init__(self, hf_model: nn.Module, *, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX):
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
         if hf_model.config.num_labels != num_classes:
             raise ValueError(f"Mask2Former head has {hf_model.config.num_labels} labels, expected {num_classes}")
+        if not isinstance(hf_model.criterion, IgnoreAwareMask2FormerLoss):
+            hf_model.criterion = IgnoreAwareMask2FormerLoss.replacing(hf_model.criterion, hf_model.config)
         self.hf = hf_model
 
     @property
@@ -99,13 +106,15 @@ class Mask2FormerSegmenter(SegmentationModel):
         if masks is None:
             return self.hf(pixel_values=pixel_values)
         mask_labels, class_labels = masks_to_targets(masks, ignore_index=self.ignore_index)
-        return self.hf(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels)
+        with self.hf.criterion.ignoring(masks != self.ignore_index):
+            return self.hf(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> SegOutput:
-        """Loss (with masks); always the raw query outputs in extras; logits only without masks.
+        """Loss (with masks); always the raw query outputs in extras; log_probs only without masks.
 
-        `logits` (log-probabilities at the input resolution) are computed only when no masks are
-        given, so training steps do not pay for full-resolution query masks.
+        Mask2Former has no per-pixel logits: `log_probs` (log of `semantic_probs` at the input
+        resolution) fills that role, and is computed only when no masks are given, so training steps
+        do not pay for full-resolution query masks; `logits` stays None.
 
         Shape:
             images: (N, 3, H, W) float in [0, 1]
@@ -114,10 +123,10 @@ class Mask2FormerSegmenter(SegmentationModel):
         out = self._run(images, masks)
         extras = {"class_queries_logits": out.class_queries_logits,
                   "masks_queries_logits": out.masks_queries_logits}
-        logits = None
+        log_probs = None
         if masks is None:
-            logits = semantic_probs(out.class_queries_logits, out.masks_queries_logits, images.shape[-2:]).log()
-        return SegOutput(loss=out.loss, logits=logits, extras=extras)
+            log_probs = semantic_probs(out.class_queries_logits, out.masks_queries_logits, images.shape[-2:]).log()
+        return SegOutput(loss=out.loss, log_probs=log_probs, extras=extras)
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
@@ -128,8 +137,6 @@ class Mask2FormerSegmenter(SegmentationModel):
 def swin_backbone_config(size: str):
     """SwinConfig of a size from `sizes.SWIN`, exposing all four stages."""
     from transformers import SwinConfig
-
-    from trashlib.models.sizes import SWIN, size_config
 
     return SwinConfig(**size_config(SWIN, size, "Swin"), out_features=["stage1", "stage2", "stage3", "stage4"])
 
@@ -149,9 +156,6 @@ def build_mask2former_swin(*, num_classes: int = NUM_CLASSES, size: str = "tiny"
                            pretrained: str | None = None) -> Mask2FormerSegmenter:
     """Mask2Former + Swin: random init of a size, or a whole Mask2Former checkpoint with a new class head."""
     from transformers import Mask2FormerForUniversalSegmentation
-
-    from trashlib.models.pretrained import load_with_head
-    from trashlib.models.sizes import MASK2FORMER_HEAD, size_config
 
     head = size_config(MASK2FORMER_HEAD, size, "Mask2Former")
     if pretrained is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from trashlib import paths
 from trashlib.classes import CLASS_NAMES
 
 
@@ -18,8 +19,6 @@ class PretrainedNotFoundError(FileNotFoundError):
 
 def weights_dir() -> Path:
     """data/raw/weights/: where downloaded checkpoints are expected (one folder per checkpoint)."""
-    from trashlib import paths
-
     return paths.RAW_DIR / "weights"
 
 

@@ -19,7 +19,8 @@ from transformers.models.swin.modeling_swin import SwinStage
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.models.base import SegOutput
-from trashlib.models.mask2former import Mask2FormerSegmenter
+from trashlib.models.baselines import cross_entropy
+from trashlib.models.mask2former import Mask2FormerSegmenter, build_mask2former_swin
 
 SEMANTIC_LOSS_WEIGHT = 0.4
 
@@ -139,8 +140,6 @@ class SeMaskSegmenter(Mask2FormerSegmenter):
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> SegOutput:
         out = super().forward(images, masks)
         if masks is not None:
-            from trashlib.models.baselines import cross_entropy
-
             semantic = self.decode_semantic([s.semantic_map for s in self.stages], images.shape[-2:])
             loss_semantic = cross_entropy(semantic, masks, weight=self.class_weights, ignore_index=self.ignore_index)
             out.extras["loss_mask2former"] = out.loss.detach()
@@ -163,7 +162,5 @@ class SeMaskSegmenter(Mask2FormerSegmenter):
 
 def build_semask_swin(*, num_classes: int = NUM_CLASSES, size: str = "tiny", pretrained: str | None = None):
     """SeMask-Swin + Mask2Former; `pretrained` is a Mask2Former-Swin checkpoint (the semantic layers start new)."""
-    from trashlib.models.mask2former import build_mask2former_swin
-
     base = build_mask2former_swin(num_classes=num_classes, size=size, pretrained=pretrained)
     return SeMaskSegmenter(base.hf, num_classes=num_classes)

@@ -6,7 +6,7 @@ over these tables (see `pretrained.py`).
 """
 from __future__ import annotations
 
-SIZES = ("tiny", "base", "large")
+MODEL_SIZES = ("tiny", "base", "large")  # model size presets (not object sizes)
 
 SWIN = {
     "tiny": dict(embed_dim=48, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24], window_size=7, drop_path_rate=0.1),
@@ -58,22 +58,6 @@ SEGFORMER = {
     "base": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768),
     "large": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3], decoder_hidden_size=768),
 }
-
-# Public checkpoints per entry and size, for messages and notebooks (never downloaded implicitly).
-CHECKPOINTS = {
-    "mask2former-swin": {"base": "facebook/mask2former-swin-base-IN21k-ade-semantic",
-                         "large": "facebook/mask2former-swin-large-ade-semantic"},
-    "mask2former-dinat": {"base": "shi-labs/dinat-base-in1k-224",
-                          "large": "shi-labs/dinat-large-11x11-in22k-in1k-384"},
-    "semask-swin": {"base": "facebook/mask2former-swin-base-IN21k-ade-semantic",
-                    "large": "facebook/mask2former-swin-large-ade-semantic"},
-    "upernet-swin": {"tiny": "openmmlab/upernet-swin-tiny", "base": "openmmlab/upernet-swin-base",
-                     "large": "openmmlab/upernet-swin-large"},
-    "upernet-convnext": {"tiny": "openmmlab/upernet-convnext-tiny", "base": "openmmlab/upernet-convnext-base",
-                         "large": "openmmlab/upernet-convnext-large"},
-    "segformer": {"tiny": "nvidia/mit-b0", "base": "nvidia/mit-b2", "large": "nvidia/mit-b5"},
-}
-
 
 def size_config(table: dict, size: str, what: str) -> dict:
     """A copy of `table[size]`; raises ValueError listing the valid sizes."""
