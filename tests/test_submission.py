@@ -227,6 +227,31 @@ def test_empty_and_unreadable_files(tmp_path, test_json):
     assert any("not UTF-8" in p for p in validate_submission(binary, test_json))
 
 
+def test_unreadable_rows_are_named_and_the_rest_still_checked(tmp_path, test_json):
+    from trashlib.submission import ROW_LIMIT
+
+    lines = [line.encode() for line in good_lines()]
+    lines[2] = lines[2].replace(b"0 0", b"0 \xe9", 1)  # a Latin-1 byte in row 2
+    lines.insert(3, b"x" * (ROW_LIMIT + 10))  # a record too long to hold
+    path = tmp_path / "sub.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert validate_submission(path, test_json) == [
+        f"{path}: line 3: not UTF-8 text (byte 0xe9 at character {len(IDS[1]) + 4}); save the file as UTF-8",
+        f"{path}: line 4: row longer than 1,048,576 characters (a valid row is about 131 kB)",
+        f"{path}: 1 of 4 test images have no row: {IDS[1]}"]
+    with pytest.raises(ValueError, match="line 3: not UTF-8 text"):
+        list(read_submission(path))
+
+
+def test_problems_are_capped_and_long_ids_shortened(tmp_path, test_json):
+    from trashlib.submission import MAX_PROBLEMS
+
+    path = csv_with(tmp_path, good_lines() + [f"{'y' * 5000},{ZEROS}"] * (MAX_PROBLEMS + 50))
+    problems = validate_submission(path, test_json)
+    assert len(problems) == MAX_PROBLEMS + 1 and problems[-1] == f"{path}: ... and 50 more problem(s) not listed"
+    assert problems[0] == f"{path}: line 6: unknown image_id {'y' * 60!r}... (5,000 characters) (not in test.json)"
+
+
 def test_many_missing_ids_are_listed_and_counted(tmp_path):
     ids = [f"b/{i}.jpg" for i in range(30)]
     problems = validate_submission(csv_with(tmp_path, ["image_id,PredictionString"]), write_test_json(tmp_path / "t.json", ids))

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from trashlib.batching import images_to_tensor, item_loader, same_size_groups
 from trashlib.data import TrashDataset
-from trashlib.probs import ProbIndex, ProbWriter, quantize_probs, store_dir
+from trashlib.probs import ProbIndex, ProbWriter, check_writable, quantize_probs, store_dir, stored_index
 from trashlib.runs import Run
 
 
@@ -122,23 +122,39 @@ def _weights_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
-def _resolve_model(run_or_model, which: str, device):
-    """(model, description, store source name) of a Run, a run folder or a bare model.
+def _model_source(run_or_model, which: str, device):
+    """(description, store source name, load) of a Run, a run folder or a bare model; load() returns the model.
 
-    A run's model goes to `device` (default: CUDA when available); a bare model stays where it is
-    unless `device` is given.
+    A run is described from its checkpoint file alone, so the store can be looked at (and found
+    unwritable) before the model is built. A run's model goes to `device` (default: CUDA when
+    available); a bare model stays where it is unless `device` is given.
     """
     if isinstance(run_or_model, (str, os.PathLike)):
         run_or_model = Run(run_or_model)
     if isinstance(run_or_model, Run):
-        ckpt = run_or_model.checkpoint(which)
+        run = run_or_model
+        ckpt = run.checkpoint(which)
         st = ckpt.stat()
-        desc = {"run": run_or_model.name, "checkpoint": ckpt.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return run_or_model.load_model(which, device=device), desc, run_or_model.name
+        desc = {"run": run.name, "checkpoint": ckpt.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+        def load():
+            try:
+                _ = run.config  # read first, so that a config.yaml that is not text is named
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{run.path / 'config.yaml'}: not UTF-8 text (byte {e.start}); "
+                                 "is it a run folder?") from None
+            try:
+                return run.load_model(which, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            except RuntimeError as e:  # load_state_dict: weights of another architecture
+                if "state_dict" not in str(e):
+                    raise
+                raise ValueError(f"{ckpt}: the weights do not fit the model in {run.path / 'config.yaml'} "
+                                 f"({str(e).splitlines()[0].rstrip(':. ')})") from None
+
+        return desc, run.name, load
     model = run_or_model if device is None else run_or_model.to(device)  # None: where the model is
     desc = {"name": getattr(model, "name", type(model).__name__), "weights": _weights_fingerprint(model)}
-    return model, desc, f"{desc['name'] or 'model'}-{desc['weights'][:8]}"
+    return desc, f"{desc['name'] or 'model'}-{desc['weights'][:8]}", lambda: model
 
 
 def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = TTA(hflip=True), out_dir=None,
@@ -146,13 +162,14 @@ def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = TTA
             force: bool = False, progress: bool = True, max_images: int | None = None) -> ProbIndex:
     """Write every image's TTA probabilities of a split to the store (reusing a complete identical result).
 
+    The run, the split and the writability of the output folder are checked before the model is loaded.
+
     `run_or_model`: a Run, a run folder, or a SegmentationModel. Output: probs.store_dir(run name,
     data root, split, TTA tag), or a folder of that name under `out_dir`. `max_images` predicts only
     the first images of the split (quick looks; never for a submission).
     """
-    model, desc, source = _resolve_model(run_or_model, which, device)
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-    device = tensor.device if tensor is not None else torch.device("cpu")
+    # Cheap checks first: the run, the split and the output folder, then the model.
+    desc, source, load = _model_source(run_or_model, which, device)
     dataset = TrashDataset(data_root, split=split)
     tag = tta.tag + (f"-first{max_images}" if max_images else "")
     folder = store_dir(source, dataset.root, split, tag)
@@ -160,6 +177,13 @@ def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = TTA
         folder = Path(out_dir) / folder.name
     settings = {"split": split, "data_root": str(dataset.root), "split_sha1": dataset.sha1, "model": desc,
                 "tta": tta.as_dict(), "quantize": quantize, "max_images": max_images}
+    done = None if force else stored_index(folder, settings)
+    if done is not None:
+        return done
+    check_writable(folder, what=f"the probability maps to {folder}")
+    model = load()
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
     items = [{"image_id": info["id"], "file_name": info["file_name"],
               "shape": [model.num_classes, info["height"], info["width"]]}
              for info in dataset.image_infos[:max_images]]

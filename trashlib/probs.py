@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,6 +69,36 @@ def store_dir(source: str, data_root: str | os.PathLike, split: str, tag: str) -
     return Path(paths.PROBS_DIR) / re.sub(r"[^A-Za-z0-9._-]+", "-", source) / re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
+def check_writable(folder: str | os.PathLike, *, what: str | None = None) -> None:
+    """Raise an OSError naming `folder` (or `what`) unless files can be created in it, making it if need be.
+
+    Called before any long computation that ends by writing there. A probe file (unnamed, gone on
+    close) is created in the folder, or in the nearest existing one above it, so a read-only disk or a
+    root-owned folder is found as well as missing permission bits.
+    """
+    folder = Path(folder)
+    what = what or str(folder)
+    existing = folder
+    while not existing.is_dir():
+        if existing.exists() or existing.is_symlink():
+            raise NotADirectoryError(f"cannot write {what}: {existing} is a file, not a folder")
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write {what}: {existing} is not writable ({e.strerror or e})") from None
+
+
+def stored_index(folder: str | os.PathLike, settings: dict) -> "ProbIndex | None":
+    """The complete index in `folder` if it was made with `settings`, else None."""
+    path = Path(folder) / INDEX_FILE
+    if not path.exists():
+        return None
+    meta = read_json(path)
+    return ProbIndex(folder) if isinstance(meta, dict) and meta.get("settings") == settings else None
+
+
 class ProbIndex:
     """The probability maps of one split: len, iteration of (file_name, probs), load(i), argmax(i)."""
 
@@ -76,6 +107,8 @@ class ProbIndex:
         if not (self.path / INDEX_FILE).exists():
             raise FileNotFoundError(f"{self.path} holds no complete probability maps (no {INDEX_FILE})")
         self.meta = read_json(self.path / INDEX_FILE)
+        if not isinstance(self.meta, dict) or not isinstance(self.meta.get("items"), list) or "settings" not in self.meta:
+            raise ValueError(f"{self.path / INDEX_FILE}: not a probability index (needs 'settings' and an 'items' list)")
         self.settings = self.meta["settings"]
         self.items = self.meta["items"]
 
@@ -120,8 +153,8 @@ class ProbWriter:
                  force: bool = False):
         self.folder, self.settings, self.quantize = Path(folder), settings, quantize
         self.items = [{**it, "path": f"{i:05d}.npz"} for i, it in enumerate(items)]
-        index, saved = self.folder / INDEX_FILE, self.folder / SETTINGS_FILE
-        self.complete = not force and index.exists() and read_json(index)["settings"] == settings
+        saved = self.folder / SETTINGS_FILE
+        self.complete = not force and stored_index(self.folder, settings) is not None
         if self.complete:
             self.todo = []
             return

@@ -2,7 +2,10 @@
 
 PredictionString holds 256*256 space-separated labels, row-major. A 512x512 prediction is reduced by
 nearest neighbour, which keeps the even rows and columns (what albumentations' Resize(256, 256) does
-to a mask). Rows are streamed both ways: neither writing nor checking holds the test set in memory.
+to a mask). Rows are streamed both ways: neither writing nor checking holds the test set in memory,
+and reading is bounded however hostile the file: a record is read at most ROW_LIMIT characters
+deep, bytes that are not UTF-8 become a problem naming their line, and at most MAX_PROBLEMS
+problems are listed (the rest are counted).
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ SIZE = 256
 NUM_LABELS = SIZE * SIZE
 # A row is about 131 kB, over the csv module's default field limit of 128 KiB.
 _FIELD_LIMIT = 1 << 24
+# A record longer than this (characters) is a problem; the reader never holds more of it than this.
+ROW_LIMIT = 1 << 20
+MAX_PROBLEMS = 100  # problems listed for one file; the rest are counted in one line
 # Every label is written as one placeholder byte and a space; labels from 10 up get a letter ('A' = 10)
 # that bytes.replace widens afterwards: encoding is a table lookup plus a few C-level passes, no loop.
 _PLACEHOLDERS = "".join(str(i) if i < 10 else chr(55 + i) for i in range(NUM_CLASSES))
@@ -137,38 +143,126 @@ def _parse_labels(text: str) -> tuple[np.ndarray | None, str | None]:
     return np.fromiter((_TOKENS[t] for t in tokens), np.uint8, NUM_LABELS).reshape(SIZE, SIZE), None
 
 
+def _cut(text: str, width: int = 60) -> str:
+    """A field from a file, shortened for a message (an id can be a megabyte of garbage)."""
+    return text if len(text) <= width else f"{text[:width]}... ({len(text):,} characters)"
+
+
+def _shown(text: str, width: int = 60) -> str:
+    return repr(text) if len(text) <= width else f"{text[:width]!r}... ({len(text):,} characters)"
+
+
+class _RowError(Exception):
+    def __init__(self, line: int, problem: str):
+        super().__init__(problem)
+        self.line, self.problem = line, problem
+
+
+class _Lines:
+    """The physical lines of a text file for csv.reader, numbered; a record over ROW_LIMIT characters or
+    a line that is not UTF-8 raises _RowError, and the rest of an over-long line is skipped unread."""
+
+    def __init__(self, f):
+        self.f, self.number, self.start, self.size = f, 0, 1, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self.size == 0:  # the caller resets size after each record: this line starts the next one
+            self.start = self.number + 1
+        line = self.f.readline(ROW_LIMIT + 1 - self.size)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        self.size += len(line)
+        if self.size > ROW_LIMIT:
+            while line and not line.endswith(("\n", "\r")):  # skip to the end of the line, a bounded piece at a time
+                line = self.f.readline(ROW_LIMIT)
+            raise _RowError(self.start, f"row longer than {ROW_LIMIT:,} characters (a valid row is about "
+                                        f"{2 * NUM_LABELS // 1000} kB)")
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as e:  # surrogateescape made each byte that is not UTF-8 a lone surrogate
+                raise _RowError(self.number, f"not UTF-8 text (byte 0x{ord(line[e.start]) - 0xDC00:02x} at "
+                                             f"character {e.start + 1}); save the file as UTF-8") from None
+        return line
+
+
+def _records(f) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line, fields, None) for each CSV record of a text file, or (line, None, problem) for one that
+    cannot be read; reading goes on at the next line."""
+    lines = _Lines(f)
+    while True:
+        try:
+            for fields in csv.reader(lines):
+                yield lines.start, fields, None
+                lines.size = 0
+            return
+        except _RowError as e:
+            yield e.line, None, e.problem
+        except csv.Error as e:
+            yield lines.start, None, f"unreadable CSV ({e})"
+        lines.size = 0
+
+
 def _open_rows(path: Path):
     csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
-    # utf-8-sig: a spreadsheet-saved CSV starts with a byte-order mark that is not part of the header
-    return open(path, encoding="utf-8-sig", newline="")
+    # utf-8-sig: a spreadsheet-saved CSV starts with a byte-order mark that is not part of the header;
+    # surrogateescape: bytes that are not UTF-8 reach _Lines, which names their line
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def read_submission(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Stream (image_id, 256x256 uint8 prediction) from a submission CSV; bad rows raise naming the line."""
+    """Stream (image_id, 256x256 uint8 prediction) from a submission CSV; bad content raises ValueError naming the line."""
     path = Path(path)
-    with _open_rows(path) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(header) != HEADER:
-            raise ValueError(f"{path}: line 1: header {header!r}, expected {','.join(HEADER)!r}")
-        for fields in reader:
+    try:
+        f = _open_rows(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    with f:
+        records = _records(f)
+        line, header, problem = next(records, (1, None, "empty file"))
+        if problem:
+            raise ValueError(f"{path}: line {line}: {problem}")
+        if tuple(header) != HEADER:
+            raise ValueError(f"{path}: line 1: header {_shown(','.join(header))}, expected {','.join(HEADER)!r}")
+        for line, fields, problem in records:
+            if problem:
+                raise ValueError(f"{path}: line {line}: {problem}")
             if len(fields) != 2:
-                raise ValueError(f"{path}: line {reader.line_num}: {len(fields)} fields, expected 2")
+                raise ValueError(f"{path}: line {line}: {len(fields)} fields, expected 2")
             pred, problem = _parse_labels(fields[1])
             if problem:
-                raise ValueError(f"{path}: line {reader.line_num} ({fields[0]}): {problem}")
+                raise ValueError(f"{path}: line {line} ({_cut(fields[0])}): {problem}")
             yield fields[0], pred
 
 
-def _test_file_names(test_json: Path, coco: dict) -> list[str]:
-    try:
-        return [img["file_name"] for img in coco["images"]]
-    except (KeyError, TypeError):
-        raise ValueError(f"{test_json}: not a COCO file with an 'images' list of file_name entries") from None
+def _test_file_names(test_json: Path, coco) -> list[str]:
+    images = coco.get("images") if isinstance(coco, dict) else None
+    if not isinstance(images, list):
+        raise ValueError(f"{test_json}: not a COCO file with an 'images' list of file_name entries")
+    names, seen = [], set()
+    for i, img in enumerate(images):
+        name = img.get("file_name") if isinstance(img, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{test_json}: images[{i}]: file_name must be a non-empty string, got {_cut(repr(name))}")
+        if name in seen:
+            raise ValueError(f"{test_json}: images[{i}]: file_name {name!r} appears twice")
+        seen.add(name)
+        names.append(name)
+    return names
 
 
 def validate_submission(csv_path: str | os.PathLike, test_json: str | os.PathLike) -> list[str]:
-    """Every problem of a submission CSV against test.json (empty list: valid), each naming the line or id."""
+    """Every problem of a submission CSV against test.json (empty list: valid), each naming the line or id.
+
+    Never raises for the CSV: an unreadable file is a problem too. A missing or malformed test.json
+    raises FileNotFoundError or ValueError naming it.
+    """
     csv_path, test_json = Path(csv_path), Path(test_json)
     return _validate(csv_path, _test_file_names(test_json, read_json(test_json)), test_json)
 
@@ -176,48 +270,55 @@ def validate_submission(csv_path: str | os.PathLike, test_json: str | os.PathLik
 def _validate(csv_path: Path, expected: list[str], test_json: Path) -> list[str]:
     index = {name: i for i, name in enumerate(expected)}
     problems: list[str] = []
+    unlisted = 0
     first_line: dict[str, int] = {}
     order: list[tuple[int, str]] = []  # (line, image_id) of first-seen known ids, in file order
 
+    def report(problem: str) -> None:
+        nonlocal unlisted
+        if len(problems) < MAX_PROBLEMS:
+            problems.append(f"{csv_path}: {problem}")
+        else:
+            unlisted += 1
+
     def check_row(line: int, fields: list[str]) -> None:
-        where = f"{csv_path}: line {line}"
         if len(fields) != 2:
-            problems.append(f"{where}: {len(fields)} fields, expected 2 (image_id,PredictionString)")
+            report(f"line {line}: {len(fields)} fields, expected 2 (image_id,PredictionString)")
             return
         image_id, text = fields
         if image_id not in index:
-            problems.append(f"{where}: unknown image_id {image_id!r} (not in {test_json.name})")
+            report(f"line {line}: unknown image_id {_shown(image_id)} (not in {test_json.name})")
         elif image_id in first_line:
-            problems.append(f"{where}: duplicate image_id {image_id!r} (first at line {first_line[image_id]})")
+            report(f"line {line}: duplicate image_id {image_id!r} (first at line {first_line[image_id]})")
         else:
             first_line[image_id] = line
             order.append((line, image_id))
         _, problem = _parse_labels(text)
         if problem:
-            problems.append(f"{where} ({image_id}): {problem}")
+            report(f"line {line} ({_cut(image_id)}): {problem}")
 
-    line = 0
     try:
         with _open_rows(csv_path) as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
+            records = _records(f)
+            first = next(records, None)
+            if first is None:
                 return [f"{csv_path}: empty file; expected the header {','.join(HEADER)!r} and {len(expected)} rows"]
-            line = reader.line_num
-            if tuple(header) != HEADER:
-                shown = ",".join(header)[:60]
-                problems.append(f"{csv_path}: line 1: header is {shown!r}, expected {','.join(HEADER)!r}")
+            line, header, problem = first
+            if problem:
+                report(f"line {line}: {problem}")
+            elif tuple(header) != HEADER:
+                report(f"line 1: header is {_shown(','.join(header))}, expected {','.join(HEADER)!r}")
                 if header and header[0] in index:  # a data row where the header belongs: check it as one
-                    check_row(1, header)
-            for fields in reader:
-                line = reader.line_num
-                check_row(line, fields)
+                    check_row(line, header)
+            for line, fields, problem in records:
+                if problem:
+                    report(f"line {line}: {problem}")
+                else:
+                    check_row(line, fields)
     except OSError as e:
-        return [f"{csv_path}: cannot read the file: {e.strerror or e}"]
-    except UnicodeDecodeError as e:
-        problems.append(f"{csv_path}: not UTF-8 text after line {line} ({e.reason}); reading stopped")
-    except csv.Error as e:
-        problems.append(f"{csv_path}: line {line + 1}: unreadable CSV ({e}); reading stopped")
+        return problems + [f"{csv_path}: cannot read the file: {e.strerror or e}"]
+    if unlisted:
+        problems.append(f"{csv_path}: ... and {unlisted:,} more problem(s) not listed")
 
     in_order = sorted(order, key=lambda row: index[row[1]])
     misplaced = [(got, want) for got, want in zip(order, in_order) if got[1] != want[1]]
