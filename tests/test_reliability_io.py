@@ -274,7 +274,7 @@ def test_python_dash_m_prints_one_line_for_a_bad_test_json(tmp_path):
 def test_check_writable_names_the_folder_it_cannot_write(tmp_path, monkeypatch, error):
     import tempfile
 
-    from trashlib.probs import check_writable
+    from trashlib.io import check_writable
 
     check_writable(tmp_path / "new" / "deeper")  # a folder that can be made is fine, and is not made yet
     assert not (tmp_path / "new").exists()

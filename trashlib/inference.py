@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from trashlib.batching import images_to_tensor, item_loader, same_size_groups
 from trashlib.data import TrashDataset
-from trashlib.probs import ProbIndex, ProbWriter, check_writable, quantize_probs, store_dir, stored_index
+from trashlib.io import check_writable
+from trashlib.probs import ProbIndex, ProbWriter, quantize_probs, store_dir, stored_index
 from trashlib.runs import Run
 
 

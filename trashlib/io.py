@@ -60,3 +60,24 @@ def read_json(path: str | os.PathLike):
     except OSError as e:
         raise ValueError(f"{path}: cannot read file: {e.strerror or e}") from None
     return parse_json(raw, str(path))
+
+
+def check_writable(folder: str | os.PathLike, *, what: str | None = None) -> None:
+    """Raise an OSError naming `folder` (or `what`) unless files can be created in it, making it if need be.
+
+    Called before any long computation that ends by writing there. A probe file (unnamed, gone on
+    close) is created in the folder, or in the nearest existing one above it, so a read-only disk or a
+    root-owned folder is found as well as missing permission bits.
+    """
+    folder = Path(folder)
+    what = what or str(folder)
+    existing = folder
+    while not existing.is_dir():
+        if existing.exists() or existing.is_symlink():
+            raise NotADirectoryError(f"cannot write {what}: {existing} is a file, not a folder")
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write {what}: {existing} is not writable ({e.strerror or e})") from None

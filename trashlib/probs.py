@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,27 +66,6 @@ def store_dir(source: str, data_root: str | os.PathLike, split: str, tag: str) -
     """Where the maps of `source` (a run name, an ensemble name) for one split of a data root live."""
     name = f"{Path(data_root).name}_{split}-{tag}"
     return Path(paths.PROBS_DIR) / re.sub(r"[^A-Za-z0-9._-]+", "-", source) / re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-
-
-def check_writable(folder: str | os.PathLike, *, what: str | None = None) -> None:
-    """Raise an OSError naming `folder` (or `what`) unless files can be created in it, making it if need be.
-
-    Called before any long computation that ends by writing there. A probe file (unnamed, gone on
-    close) is created in the folder, or in the nearest existing one above it, so a read-only disk or a
-    root-owned folder is found as well as missing permission bits.
-    """
-    folder = Path(folder)
-    what = what or str(folder)
-    existing = folder
-    while not existing.is_dir():
-        if existing.exists() or existing.is_symlink():
-            raise NotADirectoryError(f"cannot write {what}: {existing} is a file, not a folder")
-        existing = existing.parent
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise PermissionError(f"cannot write {what}: {existing} is not writable ({e.strerror or e})") from None
 
 
 def stored_index(folder: str | os.PathLike, settings: dict) -> "ProbIndex | None":
