@@ -128,7 +128,7 @@ def test_two_faults_are_both_reported(tiny_copy):
     assert {(p.file, p.item) for p in problems} == {("train.json", "annotation 0"), ("train_all.json", "image 1")}
     report = format_problems(problems, tiny_copy)
     assert "unknown category_id 42" in report and "0001.jpg is missing" in report
-    assert report.splitlines()[-1] == f"{tiny_copy}: 2 problem(s) in 2 file(s), 2 of them stop the reader"
+    assert report.splitlines()[-1] == f"{tiny_copy}: 2 problem(s) in 2 file(s): 2 error(s), 0 warning(s)"
 
 
 def test_cli_exit_codes(tiny_root, tiny_copy, capsys):

@@ -123,17 +123,82 @@ def test_refuses_to_overwrite(tmp_path):
     kw = dict(n_train=1, n_val=1, n_test=1, image_size=128, workers=1)
     out = generate_dataset(tmp_path / "d", seed=1, **kw)
     before = (out / "train_all.json").read_bytes()
-    with pytest.raises(DatasetExistsError, match="already holds a dataset"):
+    with pytest.raises(DatasetExistsError, match="already holds a dataset made by trashlib.*--overwrite"):
         generate_dataset(out, seed=2, **kw)
     assert (out / "train_all.json").read_bytes() == before
     generate_dataset(out, seed=2, overwrite=True, **kw)
     assert (out / "train_all.json").read_bytes() != before
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="already holds files"):
+    with pytest.raises(ValueError, match="already holds files not made by trashlib") as info:
         generate_dataset(tmp_path / "other", **kw)
+    assert "overwrite=True" not in str(info.value)  # it must not suggest the flag that would delete them
     with pytest.raises(ValueError, match="mislabel_rate"):
         generate_dataset(tmp_path / "e", mislabel_rate=1.5, **kw)
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("how", ["api", "cli"])
+def test_overwrite_leaves_a_folder_not_made_by_trashlib_alone(tmp_path, capsys, how):
+    """`data synth --out DIR --overwrite` used to delete DIR whatever it held."""
+    from trashlib.cli import main
+
+    theirs = tmp_path / "theirs"
+    (theirs / "batch_01_vt").mkdir(parents=True)  # even a folder that looks like a dataset, without the marker
+    (theirs / "notes.txt").write_text("my thesis")
+    (theirs / "train_all.json").write_text("{}")
+    (theirs / "batch_01_vt" / "0000.jpg").write_bytes(b"my photo")
+    before = _tree(theirs)
+    if how == "api":
+        with pytest.raises(DatasetExistsError, match="not made by trashlib, so it is left alone") as info:
+            generate_dataset(theirs, n_train=1, n_val=1, n_test=1, image_size=128, workers=1, overwrite=True)
+        message = str(info.value)
+    else:
+        assert main(["data", "synth", "--out", str(theirs), "--overwrite", "--n-train", "1", "--n-val", "1",
+                     "--n-test", "1", "--workers", "1"]) == 2
+        message = capsys.readouterr().err
+        assert "not made by trashlib, so it is left alone" in message
+    assert "--overwrite" not in message and "overwrite=True" not in message
+    assert _tree(theirs) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs"]  # no temporary folder left behind
+
+
+def test_overwrite_keeps_files_added_to_a_dataset(tmp_path):
+    kw = dict(n_train=1, n_val=1, n_test=1, image_size=128, workers=1)
+    out = generate_dataset(tmp_path / "d", **kw)
+    assert (out / ".trashlib-synth").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / "batch_03" / "extra.png").write_bytes(b"mine too")
+    foreign = r"also files trashlib did not write \(batch_03/extra\.png, notes\.txt\)"
+    with pytest.raises(DatasetExistsError, match=foreign):
+        generate_dataset(out, overwrite=True, **kw)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "batch_03" / "extra.png").exists()
+    (out / "notes.txt").unlink()
+    (out / "batch_03" / "extra.png").unlink()
+    (out / ".trashlib-synth").unlink()  # a dataset made before the marker: recognised by synth_meta.json
+    (out / ".generated").touch()  # the Makefile's stamp
+    generate_dataset(out, seed=5, overwrite=True, **kw)
+    assert json.loads((out / "synth_meta.json").read_text())["seed"] == 5 and (out / ".trashlib-synth").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_failed_generation_leaves_the_old_dataset_whole(tmp_path, monkeypatch):
+    import trashlib.synth.generate as generate
+
+    kw = dict(n_train=1, n_val=1, n_test=1, image_size=128, workers=1)
+    out = generate_dataset(tmp_path / "d", **kw)
+    before = _tree(out)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(generate, "_write_annotations", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_dataset(out, seed=9, overwrite=True, **kw)
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
 def test_class_proportions_follow_the_competition():

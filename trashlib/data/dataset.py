@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from trashlib import paths
 from trashlib.data.cache import FlatCache
-from trashlib.data.coco import ANNOTATED_SPLITS, DatasetError, load_coco
+from trashlib.data.coco import ANNOTATED_SPLITS, DatasetError, label, load_coco
 from trashlib.data.embedded import resolve_data_root
 from trashlib.data.images import read_image
 from trashlib.data.raster import rasterize
@@ -91,7 +91,7 @@ class TrashDataset:
         return j
 
     def _item(self, info: dict) -> str:
-        return f"image {info['id']}"
+        return f"image {label(info['id'])}"
 
     def annotations(self, i: int) -> list[dict]:
         """The COCO annotations of image i, in file order."""
@@ -118,9 +118,11 @@ class TrashDataset:
         h, w = info["height"], info["width"]
         if (flat := self._masks.get(i)) is not None:
             return flat.reshape(h, w)
-        try:
-            mask = rasterize(self._anns[info["id"]], height=h, width=w)
-        except (ValueError, TypeError, KeyError, IndexError) as e:  # what validation cannot foresee
+        try:  # rasterize names the file, image and annotation of a bad segmentation itself
+            mask = rasterize(self._anns[info["id"]], height=h, width=w, file=str(self.path))
+        except DatasetError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:  # what validation cannot foresee
             raise DatasetError(f"{self.path}: {self._item(info)}: cannot rasterise its annotations: {e}") from e
         self._masks.put(i, mask)
         return mask

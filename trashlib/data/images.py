@@ -20,7 +20,10 @@ def read_image(path: str | Path, *, width: int | None = None, height: int | None
         raise DatasetError([Problem(where, item, f"image file {path} is missing")]) from None
     except OSError as e:
         raise DatasetError([Problem(where, item, f"image file {path} cannot be read: {e.strerror or e}")]) from None
-    # OpenCV < 5 decodes a truncated JPEG with only a warning; a JPEG must end with its EOI marker
+    if buf.size == 0:  # OpenCV answers an empty buffer with an assertion error, not None
+        raise DatasetError([Problem(where, item, f"image file {path} is empty (0 bytes)")])
+    # OpenCV < 5 decodes a truncated JPEG with only a warning; a JPEG must end with its EOI marker.
+    # Damage in the middle is only a libjpeg warning on stderr: `data check` listens for it, training does not.
     truncated = buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-64:].tobytes()
     image = None if truncated else _decode(buf)
     if image is None:
@@ -35,7 +38,10 @@ def read_image(path: str | Path, *, width: int | None = None, height: int | None
 def _decode(buf: np.ndarray) -> np.ndarray | None:
     # stored pixels, as COCO annotates them (PIL ignores EXIF orientation too)
     flags = cv2.IMREAD_IGNORE_ORIENTATION
-    if hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.11 converts inside the decoder: no extra copy
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | flags)
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR | flags)
+    try:
+        if hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.11 converts inside the decoder: no extra copy
+            return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | flags)
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR | flags)
+    except cv2.error:  # e.g. a header claiming more pixels than OpenCV's limit
+        return None
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

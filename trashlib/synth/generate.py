@@ -2,19 +2,23 @@
 
 Image i is rendered from the random stream (seed, i) alone, so the bytes written do not depend on
 `workers`. Everything is written into a hidden sibling folder that is renamed to `out` at the end.
+Each dataset carries a marker file (MARKER_FILE); `overwrite=True` replaces only such a folder, and
+only while it holds nothing but what the generator wrote, so no file of anyone else is ever deleted.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from trashlib.classes import coco_categories
-from trashlib.io import write_json
+from trashlib.io import read_json, write_json
 from trashlib.submission import write_submission
 from trashlib.synth.objects import wrong_label
 from trashlib.synth.scene import encode_scene
@@ -22,6 +26,12 @@ from trashlib.synth.scene import encode_scene
 GENERATOR_VERSION = "1.0"
 BATCHES = ("batch_01_vt", "batch_02_vt", "batch_03")
 _PLAN_STREAM, _MISLABEL_STREAM = 1_000_001, 1_000_002  # stream ids no image index reaches
+MARKER_FILE = ".trashlib-synth"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+# what the generator writes at the top of `out` (plus the batch folders), and the Makefile's stamp
+_OWN_FILES = {MARKER_FILE, "train_all.json", "train.json", "val.json", "test.json", "test_labels.json",
+              "sample_submission.csv", "synth_meta.json", "README.md", ".generated"}
 
 
 class DatasetExistsError(FileExistsError, ValueError):
@@ -94,9 +104,39 @@ def _check_args(out: Path, seed, n_train, n_val, n_test, mislabel_rate, image_si
         raise ValueError(f"image_size must be at least 64, got {image_size}")
     if out.exists() and not out.is_dir():
         raise DatasetExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        what = "a dataset" if (out / "train_all.json").exists() else "files"
-        raise DatasetExistsError(f"{out} already holds {what}; choose another folder or pass overwrite=True")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not _made_here(out):
+        raise DatasetExistsError(f"{out} already holds files not made by trashlib, so it is left alone "
+                                 f"(nothing is deleted); choose a new or empty folder")
+    if foreign := _foreign_files(out):
+        shown = ", ".join(str(f.relative_to(out)) for f in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise DatasetExistsError(f"{out} holds a trashlib dataset but also files trashlib did not write ({shown}); "
+                                 f"it is left alone: move them out or choose another folder")
+    if not overwrite:
+        raise DatasetExistsError(f"{out} already holds a dataset made by trashlib; choose another folder "
+                                 f"or pass overwrite=True (--overwrite) to replace it")
+
+
+def _made_here(out: Path) -> bool:
+    """Whether `out` is a dataset this module wrote: its marker, or (datasets older than the marker) its metadata."""
+    if (out / MARKER_FILE).is_file():
+        return True
+    try:
+        return read_json(out / "synth_meta.json").get("generator") == "trashlib.synth"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _foreign_files(out: Path) -> list[Path]:
+    """Entries of `out` the generator did not write: replacing the folder would delete them."""
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        if entry.name in BATCHES and entry.is_dir() and not entry.is_symlink():
+            foreign += [f for f in sorted(entry.iterdir()) if not (re.fullmatch(r"\d{4}\.jpg", f.name) and f.is_file())]
+        elif entry.name not in _OWN_FILES or not entry.is_file():
+            foreign.append(entry)
+    return foreign
 
 
 def generate_dataset(out, *, seed: int = 0, n_train: int = 320, n_val: int = 80, n_test: int = 100,
@@ -108,9 +148,11 @@ def generate_dataset(out, *, seed: int = 0, n_train: int = 320, n_val: int = 80,
     plan = _plan(seed, n_train, n_val, n_test)
     workers = max(1, min(workers or os.cpu_count() or 1, len(plan)))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's 0700 would hide the dataset from other users
+        (tmp / MARKER_FILE).write_text("Written by trashlib.synth: `python -m trashlib data synth --overwrite` "
+                                       "may replace this folder (never one without this file).\n")
         for b in BATCHES:
             (tmp / b).mkdir(parents=True)
         scenes = {}
@@ -172,9 +214,9 @@ def _write_annotations(root: Path, plan, scenes: dict, *, seed: int, mislabel_ra
 def _replace(tmp: Path, out: Path) -> None:
     """Move the finished folder into place; an old dataset (overwrite) is removed only afterwards."""
     old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
+    if out.exists():  # checked by _check_args: empty, or only the generator's own files
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old)  # onto the empty placeholder: a unique name no one else uses
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
