@@ -19,7 +19,7 @@ import pytest
 
 from trashlib.data import DatasetError, TrashDataset, rasterize
 from trashlib.data.check import check_dataset, format_problems
-import trashlib.data.coco as coco
+import trashlib.data.segmentation as segmentation
 
 
 def _edit(root: Path, name: str, fn) -> None:
@@ -101,10 +101,10 @@ def test_far_out_coordinates_are_an_error_everywhere_never_a_crash(tiny_root, ti
 def test_coordinate_bound_is_a_few_image_sizes():
     """Within a pixel: fine; up to OUTSIDE_LIMIT image sizes out: a warning (clipped); beyond, or NaN: an error."""
     def faults(x):
-        found = coco.segmentation_problems([[0, 0, x, 0, x, 10]], width=64, height=64)
+        found = segmentation.segmentation_problems([[0, 0, x, 0, x, 10]], width=64, height=64)
         return [(msg.split(" (")[0], fatal) for msg, fatal in found]
 
-    edge = (1 + coco.OUTSIDE_LIMIT) * 64
+    edge = (1 + segmentation.OUTSIDE_LIMIT) * 64
     assert faults(64.9) == []
     assert faults(edge) == [("polygon 0 lies outside the 64x64 image", False)]
     assert faults(edge + 0.5)[0][1] is True and "far outside" in faults(edge + 0.5)[0][0]
@@ -128,7 +128,7 @@ def test_outline_too_long_to_rasterise_is_an_error(tiny_copy):
     _set_segmentation(tiny_copy, [zigzag])
     (p,) = [p for p in check_dataset(tiny_copy) if p.fatal]
     assert (p.file, p.item) == ("train.json", "annotation 0")
-    assert f"more than {coco.MAX_OUTLINE} times the image's width + height" in p.message
+    assert f"more than {segmentation.MAX_OUTLINE} times the image's width + height" in p.message
     assert p.message.endswith("[image 0]")
 
 

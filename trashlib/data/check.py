@@ -20,9 +20,10 @@ from pathlib import Path
 from pycocotools import mask as mask_utils
 
 from trashlib.data.coco import (ANNOTATED_SPLITS, DatasetError, Problem, annotation_item, file_name_problem, has_size,
-                                is_id, label, load_json, validate_coco)
+                                load_json, validate_coco)
 from trashlib.data.images import read_image
 from trashlib.data.raster import annotation_rle
+from trashlib.data.values import is_id, label
 
 # libjpeg decodes a JPEG damaged inside its compressed data to smeared or grey blocks and says so only
 # with a warning on the C stderr (fd 2); these warnings mean the pixels are not the photo's

@@ -12,10 +12,11 @@ from tqdm.auto import tqdm
 
 from trashlib import paths
 from trashlib.data.cache import FlatCache
-from trashlib.data.coco import ANNOTATED_SPLITS, DatasetError, label, load_coco
+from trashlib.data.coco import ANNOTATED_SPLITS, DatasetError, load_coco
 from trashlib.data.embedded import resolve_data_root
 from trashlib.data.images import read_image
 from trashlib.data.raster import rasterize
+from trashlib.data.values import label
 
 CACHE_VERSION = "v1"  # bump when the rasteriser or the cache layout changes
 

@@ -1,6 +1,6 @@
 """COCO polygons -> label map: pixel value = category_id, largest area painted first so small objects stay on top.
 
-Every segmentation is checked (`coco.segmentation_problems`) before pycocotools sees it: its C code
+Every segmentation is checked (`segmentation.segmentation_problems`) before pycocotools sees it: its C code
 crashes or exhausts memory on coordinates far outside the image and reads garbage from a damaged RLE.
 """
 from __future__ import annotations
@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from trashlib.data.coco import (DatasetError, Problem, annotation_item, is_finite_number, label,
-                                segmentation_problems, show)
+from trashlib.data.coco import DatasetError, Problem, annotation_item
+from trashlib.data.segmentation import segmentation_problems
+from trashlib.data.values import is_finite_number, label, show
 
 
 def annotation_rle(ann: dict, *, height: int, width: int, file: str = "annotations", k: int = 0) -> dict:
