@@ -201,7 +201,7 @@ def test_training_learns_above_the_background_floor(learn_root):
 def _state(run):
     from trashlib.checkpoint import load_weights
 
-    return load_weights(run.path / "checkpoints" / "last.safetensors", prefix="model/")
+    return load_weights(run.checkpoint("last"), prefix="model/")
 
 
 def _without_time(records):
@@ -302,8 +302,9 @@ def test_checkpoints_are_safetensors_and_load(tiny_root):
     torch.manual_seed(0)
     model = TinySeg()
     run = train(small_cfg(tiny_root, steps=4, eval_every=2, run_name="ckpt"), model=model, progress=False)
+    assert run.checkpoint("last") == run.path / "checkpoints" / "last-4" / "last.safetensors"
     for name in ("best", "last"):
-        raw = (run.path / "checkpoints" / f"{name}.safetensors").read_bytes()
+        raw = run.checkpoint(name).read_bytes()
         header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])  # plain JSON header, no pickle
         assert "__metadata__" in header
     best_step = read_metadata(run.checkpoint("best"))["step"]
@@ -312,7 +313,7 @@ def test_checkpoints_are_safetensors_and_load(tiny_root):
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(last.predict_proba(x), model.eval().predict_proba(x))
     assert not last.training
-    state = json.loads((run.path / "checkpoints" / "last_state.json").read_text())
+    state = json.loads((run.path / "checkpoints" / "last-4" / "last_state.json").read_text())
     assert state["step"] == 4 and state["data_order"]["micro_batch"] == 4
     assert run in list_runs() and best_run([run]) == run
     assert run.metrics_frame("eval")["IoU Background"].notna().all()

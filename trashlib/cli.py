@@ -15,6 +15,7 @@ from trashlib.data import resolve_data_root
 from trashlib.data.check import check_dataset, format_problems
 from trashlib.evaluation import score_submission
 from trashlib.inference import TTA, predict
+from trashlib.io import check_writable
 from trashlib.report import make_report
 from trashlib.submission import index_to_submission, validate_submission
 from trashlib.synth import generate_dataset
@@ -62,7 +63,11 @@ def _report(args) -> int:
 
 def _train(args) -> int:
     cfg = config_from_arguments(args, yaml_path=args.config)
-    run = train(cfg, force=args.force, progress=not args.no_progress)
+    try:
+        run = train(cfg, force=args.force, progress=not args.no_progress)
+    except FloatingPointError as e:  # the loss diverged: the message says what was kept and what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     best = run.best_metrics()
     print(f"run {run.path}" + (f": best val mIoU {best['mIoU']:.4f} at step {best['step']}" if best else ""))
     return 0
@@ -70,6 +75,10 @@ def _train(args) -> int:
 
 def _predict(args) -> int:
     tta = TTA(hflip="hflip" in args.tta, scales=tuple(args.scales), window=args.window)
+    if args.submission is not None:  # found out now, not after the predictions
+        if args.submission.is_dir():
+            raise IsADirectoryError(f"--submission {args.submission} is a folder; give the path of a CSV file")
+        check_writable(args.submission.parent, what=f"the submission {args.submission}")
     index = predict(args.run, args.data, args.split, tta=tta, batch_size=args.batch_size, which=args.which,
                     quantize=not args.float16, force=args.force)
     print(f"wrote {len(index)} probability maps to {index.path}")
@@ -166,9 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:  # PermissionError, IsADirectoryError, ...: the system's sentence, with its file
+        where = f"{e.filename}: " if e.filename and e.strerror else ""
+        print(f"error: {where}{e.strerror if where else e}", file=sys.stderr)
+    except UnicodeDecodeError as e:  # a ValueError, but its text names no file: each reader should catch it
+        print(f"error: a file is not UTF-8 text ({e.reason} at byte {e.start})", file=sys.stderr)
+    except (ValueError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

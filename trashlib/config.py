@@ -80,6 +80,9 @@ class TrainConfig:
     out_dir: str | None = option(None, "folder of run folders (None: runs/ or TRASHLIB_RUNS)", identity=False,
                                  flag="--out")
     resume: bool = option(False, "continue an unfinished run from its last checkpoint", identity=False)
+    restart: bool = option(False, "start an interrupted run over from step 0, deleting its checkpoints and metrics "
+                                  "(without --resume or --restart, an interrupted run refuses to start)",
+                           identity=False)
 
     def __post_init__(self):
         for f in fields(self):
@@ -142,6 +145,8 @@ class TrainConfig:
             yield "class_weighting='cdb' needs a val_split (weights come from validation IoU)"
         if self.cdb_tau < 0:
             yield f"cdb_tau must be >= 0, got {self.cdb_tau}"
+        if self.resume and self.restart:
+            yield "resume and restart exclude each other: --resume continues a run, --restart starts it over"
         if self.num_workers is not None and self.num_workers < 0:
             yield f"num_workers must be >= 0 or None, got {self.num_workers}"
 

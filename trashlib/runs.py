@@ -2,7 +2,9 @@
 
 Layout of `runs/<run-name>/`: config.yaml, environment.json (git commit and dirty flag, versions,
 device), metrics.jsonl (one JSON record per line, written as training goes), checkpoints/
-(best.safetensors, last.safetensors + last_state.json) and finished.json once training completed.
+(best.safetensors and last-<step>/ holding last.safetensors + last_state.json, see trashlib.checkpoint)
+and finished.json once training completed. A folder without config.yaml is not a run: training never
+writes into (or clears) one that holds anything else.
 Names follow `<model>-<size>_b<batch>x<steps>_<data folder>-<crop>`, for example
 `mask2former-swin-tiny_b4x300_trash-synth-256`; a different config asking for a taken name gets
 `_<config hash>` appended, so nothing is ever overwritten by another experiment.
@@ -14,19 +16,23 @@ import os
 import platform
 import re
 import subprocess
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from trashlib import paths
+from trashlib import checkpoint, paths
 from trashlib.checkpoint import load_weights
 from trashlib.config import TrainConfig
 from trashlib.io import read_json
 from trashlib.models import build_model
 
 CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE = "config.yaml", "metrics.jsonl", "finished.json", "environment.json"
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE)
+# atomic_open's temporaries of the files above: `.<name>.XXXXXXXX.tmp`
+_TEMPORARY = re.compile(r"\.(" + "|".join(re.escape(n) for n in RUN_FILES) + r")\.[a-z0-9_]{8}\.tmp")
 
 
 def runs_dir() -> Path:
@@ -50,6 +56,63 @@ def run_dir_for(cfg: TrainConfig) -> Path:
         if not saved.exists() or TrainConfig.from_yaml(saved).identity() == cfg.identity():
             return candidate
     raise ValueError(f"{base / name}: both the name and the hashed name hold other configs")
+
+
+def check_run_folder(path: str | os.PathLike) -> None:
+    """Refuse a folder that exists and holds files but no config.yaml: training would write into what
+    the project did not create."""
+    path = Path(path)
+    if not path.exists() or (path / CONFIG_FILE).exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file, not a run folder; choose another --run-name or --out")
+    foreign = [p.name for p in path.iterdir() if not _TEMPORARY.fullmatch(p.name)]
+    if foreign:
+        raise ValueError(f"{path} holds files ({', '.join(sorted(foreign)[:3])}{', ...' if len(foreign) > 3 else ''}) "
+                         f"but is not a trashlib run folder (no {CONFIG_FILE}); training will not write into it: "
+                         "choose another --run-name or --out")
+
+
+def remove_temporary(path: str | os.PathLike) -> None:
+    """Delete what a killed write left in a run folder and its checkpoints (the project's temporary names only)."""
+    path = Path(path)
+    for p in (path.iterdir() if path.is_dir() else ()):
+        if _TEMPORARY.fullmatch(p.name) and p.is_file():
+            p.unlink()
+    checkpoint.remove_temporary(path / "checkpoints")
+
+
+def clear_run(path: str | os.PathLike, *, config: bool = False) -> None:
+    """Delete what training wrote in a run folder (metrics, finished mark, checkpoints; with `config`
+    also config.yaml and environment.json, and then the folder and checkpoints/ if nothing else is in them)."""
+    path = Path(path)
+    remove_temporary(path)
+    checkpoint.clear_checkpoints(path / "checkpoints")
+    for name in (METRICS_FILE, FINISHED_FILE) + ((CONFIG_FILE, ENV_FILE) if config else ()):
+        (path / name).unlink(missing_ok=True)
+    if config:
+        for folder in (path / "checkpoints", path):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Records of a metrics.jsonl file; a cut-off last line (a kill while writing it) is skipped with a
+    warning, a bad line before it is an error naming the line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    records = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}: line {n} is cut off (a write was interrupted); skipped it", stacklevel=2)
+                break
+            raise ValueError(f"{path}: line {n} is not JSON: {e.msg}") from None
+    return records
 
 
 def git_state() -> dict:
@@ -113,16 +176,7 @@ class Run:
 
     def metrics(self, kind: str | None = None) -> list[dict]:
         """Records of metrics.jsonl ("train" loss lines, "eval" lines), optionally of one kind."""
-        path = self.path / METRICS_FILE
-        if not path.exists():
-            return []
-        records = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {n} is not JSON: {e.msg}") from None
+        records = read_metrics(self.path / METRICS_FILE)
         return [r for r in records if kind is None or r.get("kind") == kind]
 
     def metrics_frame(self, kind: str = "train"):
@@ -143,9 +197,10 @@ class Run:
         if which not in ("best", "last"):
             raise ValueError(f"which must be 'best' or 'last', got {which!r}")
         ckpt = self.path / "checkpoints"
-        path = ckpt / f"{which}.safetensors"
-        if which == "best" and not path.exists():
-            path = ckpt / "last.safetensors"
+        path = ckpt / checkpoint.BEST_FILE
+        if which == "last" or not path.exists():
+            last = checkpoint.last_checkpoint(ckpt)
+            path = last / checkpoint.WEIGHTS_FILE if last is not None else ckpt / f"{which}.safetensors"
         if not path.exists():
             raise FileNotFoundError(f"run {self.name} has no {which} checkpoint in {ckpt}")
         return path
@@ -159,7 +214,7 @@ class Run:
                 model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
             except OSError:  # checkpoint not available here: the size preset (load_state_dict checks shapes)
                 model = build_model(cfg.model, size=cfg.size, pretrained=None)
-        state = load_weights(path, prefix="model/" if path.name == "last.safetensors" else "")
+        state = load_weights(path, prefix="model/" if path.name == checkpoint.WEIGHTS_FILE else "")
         model.load_state_dict(state)
         return model.to(device).eval()
 

@@ -4,13 +4,15 @@ Single process: `train(cfg)` or `python -m trashlib train ...`. Several GPUs:
 `accelerate launch -m trashlib train ...` (Hugging Face Accelerate; `batch_size` is per device and
 only the main process writes files). A finished run with the same config is reused, not retrained;
 `resume=True` continues an unfinished one from its last checkpoint and reaches the same weights as an
-uninterrupted run (data order, augmentation and RNG states are all part of the checkpoint).
+uninterrupted run (data order, augmentation and RNG states are all part of the checkpoint);
+`restart=True` starts it over, and without either an interrupted run is refused, never wiped. A loss
+or weights turning NaN or infinite stop the run before anything non-finite is saved.
 """
 from __future__ import annotations
 
 import json
+import math
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -22,10 +24,11 @@ from tqdm.auto import tqdm
 
 from trashlib import runs
 from trashlib.batching import item_loader
-from trashlib.checkpoint import load_training_state, restore_rng, save_training_state, save_weights
+from trashlib.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, load_training_state, restore_rng,
+                                 save_training_state, save_weights)
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
-from trashlib.io import read_json, write_json
+from trashlib.io import atomic_open, read_json, write_json
 from trashlib.models import build_model
 from trashlib.training.augment import transform_from_config
 from trashlib.training.sampling import TrainStream, train_loader
@@ -48,22 +51,22 @@ def _seed_everything(seed: int) -> None:
 
 
 def _start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool) -> None:
-    """Write config and provenance; a fresh start clears what an earlier attempt left."""
+    """Write config and provenance; a fresh start clears what an earlier attempt of this run left."""
+    runs.remove_temporary(run_dir)  # what a kill left: the project's own temporary names only
     if not resuming:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        for name in (runs.METRICS_FILE, runs.FINISHED_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(run_dir / runs.CONFIG_FILE)
+        runs.clear_run(run_dir)
+    # resume and restart are one-off actions, not settings a copied config.yaml should repeat
+    cfg.replace(resume=False, restart=False).to_yaml(run_dir / runs.CONFIG_FILE)
     write_json(run_dir / runs.ENV_FILE, runs.environment(device))
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records written after the checkpoint we resume from (they will be written again)."""
     if path.exists():
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        kept = [r for r in runs.read_metrics(path) if r.get("step", 0) <= step]
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in kept))
 
 
 class _Log:
@@ -90,26 +93,82 @@ def _finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
     return True
 
 
+def _resuming(run_dir: Path, cfg: TrainConfig, force: bool) -> bool:
+    """Whether to continue from the last checkpoint; refuses to wipe an interrupted run unasked."""
+    last = last_checkpoint(run_dir / "checkpoints")
+    if last is None or (run_dir / runs.FINISHED_FILE).exists():  # nothing to lose, or a finished run retrained
+        return False
+    if cfg.resume:
+        return True
+    if cfg.restart or force:
+        return False
+    raise FileExistsError(f"{run_dir} holds an interrupted run (last checkpoint at step {checkpoint_step(last)} of "
+                          f"{cfg.steps}): continue it with --resume (resume=True), or start it over with --restart "
+                          "(restart=True), which deletes its checkpoints and metrics")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the weights became NaN or infinite; the run stopped before saving them."""
+
+
+def _diverged(run_dir: Path, cfg: TrainConfig, what: str, step: int) -> TrainingDiverged:
+    last = last_checkpoint(run_dir / "checkpoints")
+    kept = (f"Nothing non-finite was saved: the last good checkpoint is step {checkpoint_step(last)}, but resuming "
+            "it (--resume) repeats the same steps exactly, so" if last is not None else
+            "No checkpoint had been written, so the run folder is removed;")
+    remedies = [f"a lower learning rate (--lr, now {cfg.lr:g})"]
+    if cfg.mixed_precision != "no":
+        remedies.append(f"full precision (--mixed-precision no, now {cfg.mixed_precision})")
+    remedies.append(f"a tighter --grad-clip (now {cfg.grad_clip})")
+    return TrainingDiverged(f"{run_dir}: training stopped: the {what} became NaN or infinite at step {step}. {kept} "
+                            f"retrain with {' or '.join(remedies)}; a changed setting trains a new run folder.")
+
+
+def _all_finite(raw) -> torch.Tensor:
+    tensors = [t for t in raw.state_dict().values() if t.is_floating_point()]
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all() if tensors else torch.tensor(True)
+
+
 def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int | None = None,
           progress: bool = True) -> runs.Run:
     """Train `cfg` (or reuse its finished run) and return the `Run`.
 
     `model` replaces `build_model(cfg.model, ...)` (a SegmentationModel instance, for tests and
-    experiments); `force` retrains a finished run; `stop_after=k` stops after step k as an
-    interruption would (last checkpoint written, run left unfinished, resumable with resume=True).
+    experiments); `force` retrains a finished (or interrupted) run from step 0; `stop_after=k` stops
+    after step k as an interruption would (last checkpoint written, run left unfinished, resumable
+    with resume=True). An interrupted run is continued with `cfg.resume` or started over with
+    `cfg.restart`; without either it is refused, never wiped. A loss or weights turning NaN or infinite
+    stop the run with `TrainingDiverged` before anything non-finite is saved. A run that fails before
+    its first checkpoint removes what it wrote, so no half-made run folder is left behind.
     """
     cfg = cfg.replace(data_root=str(resolve_data_root(cfg.data_root)))
     run_dir = runs.run_dir_for(cfg)
     if not force and _finished_run(run_dir, cfg):
         print(f"reusing finished run {run_dir} (force=True retrains)")
         return runs.Run(run_dir)
+    runs.check_run_folder(run_dir)
+    resuming = _resuming(run_dir, cfg, force)
     accelerator = _accelerator(cfg)
-    main, device = accelerator.is_main_process, accelerator.device
+    main = accelerator.is_main_process
     _seed_everything(cfg.seed)
-    if model is None:  # before touching the folder: an unknown name must not leave a run behind
+    # what can fail on bad input happens before the folder is touched (the data set-up draws no random numbers)
+    if model is None:
         model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
+    stream = TrainStream(build_train_dataset(cfg), transform_from_config(cfg), seed=cfg.seed)
+    val_set = TrashDataset(cfg.data_root, split=cfg.val_split) if cfg.val_split else None
+    accelerator.wait_for_everyone()  # every process has read the folder before the main one changes it
+    try:
+        return _run_loop(cfg, accelerator, model, stream, val_set, run_dir, resuming=resuming,
+                         stop_after=stop_after, progress=progress)
+    except BaseException:
+        if main and last_checkpoint(run_dir / "checkpoints") is None:
+            runs.clear_run(run_dir, config=True)  # a failed start: nothing worth keeping, no half-made run
+        raise
+
+
+def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resuming: bool, stop_after, progress):
+    main, device = accelerator.is_main_process, accelerator.device
     ckpt_dir = run_dir / "checkpoints"
-    resuming = cfg.resume and not force and (ckpt_dir / "last_state.json").exists()
     if main:
         _start_folder(run_dir, cfg, str(device), resuming=resuming)
     accelerator.wait_for_everyone()
@@ -124,7 +183,10 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
         torch.manual_seed(cfg.seed + rank)  # same init on every rank (above), different randomness now
     state = {"step": 0, "best_miou": None, "class_weights": None, "elapsed": 0.0}
     if resuming:
-        _restore(accelerator, raw, optimizer, ckpt_dir, state)
+        try:
+            _restore(accelerator, raw, optimizer, ckpt_dir, state)
+        except ValueError as e:
+            raise ValueError(f"cannot resume {run_dir.name}: {e}. Start it over with --restart (restart=True)") from None
         if world > 1:  # the checkpoint holds the main process's RNG; give each rank its own again
             torch.manual_seed(cfg.seed + 1000 * state["step"] + rank)
         if main:
@@ -132,48 +194,70 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
             print(f"resuming {run_dir.name} from step {state['step']}")
     log = _Log(run_dir / runs.METRICS_FILE, main)
 
-    stream = TrainStream(build_train_dataset(cfg), transform_from_config(cfg), seed=cfg.seed)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     batches = iter(train_loader(stream, start=state["step"] * cfg.grad_accum, end=end * cfg.grad_accum,
                                 batch_size=cfg.batch_size, rank=rank, world=world, workers=cfg.workers,
                                 pin_memory=device.type == "cuda"))
-    evaluator = _Evaluator(cfg, accelerator, raw, log, ckpt_dir, state) if cfg.val_split else None
+    evaluator = _Evaluator(cfg, accelerator, raw, log, ckpt_dir, state, val_set) if val_set is not None else None
     save_every = cfg.save_every or cfg.eval_every
+
+    # the first step whose loss was not finite (steps + 1: none yet), kept on the device: no sync per step
+    none = cfg.steps + 1
+    first_bad = torch.full((1,), none, device=device, dtype=torch.long)
+
+    def guard(done: int, *, weights: bool) -> None:
+        """Before anything is logged or saved: stop if a loss since the last check, or the weights, are not finite."""
+        bad = int(accelerator.gather(first_bad).min())
+        if bad != none:
+            raise _diverged(run_dir, cfg, "loss", bad)
+        if weights and int(accelerator.gather(_all_finite(raw).reshape(1).long()).min()) == 0:
+            raise _diverged(run_dir, cfg, "weights", done)
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not (main and progress), desc=run_dir.name)
     t0 = time.perf_counter() - state["elapsed"]
     loss_sum, loss_n = torch.zeros((), device=device), 0
-    for step in range(state["step"], end):
-        factor = lr_factor(step, steps=cfg.steps, warmup=cfg.warmup, power=cfg.poly_power)
-        set_lr(optimizer, factor)
-        for _ in range(cfg.grad_accum):
-            images, masks = next(batches)
-            x = images.to(device, non_blocking=True).float().div_(255)
-            y = masks.to(device, non_blocking=True).long()
-            with accelerator.accumulate(model):
-                loss = model(x, y).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-            loss_n += 1
-        done = state["step"] = step + 1
-        state["elapsed"] = time.perf_counter() - t0
-        bar.update(1)
-        if done % cfg.log_every == 0 or done == end:
-            loss_value = accelerator.reduce(loss_sum / loss_n, "mean").item()  # the only sync per log line
-            loss_sum.zero_()
-            loss_n = 0
-            log({"kind": "train", "step": done, "loss": loss_value, "lr": cfg.lr * factor, "time": state["elapsed"]})
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{cfg.lr * factor:.2e}", refresh=False)
-        if evaluator and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            evaluator(done)
-        if done == end or (save_every and done % save_every == 0):
-            _save_last(accelerator, raw, optimizer, ckpt_dir, state, cfg)
-    bar.close()
+    try:
+        for step in range(state["step"], end):
+            factor = lr_factor(step, steps=cfg.steps, warmup=cfg.warmup, power=cfg.poly_power)
+            set_lr(optimizer, factor)
+            for _ in range(cfg.grad_accum):
+                images, masks = next(batches)
+                x = images.to(device, non_blocking=True).float().div_(255)
+                y = masks.to(device, non_blocking=True).long()
+                with accelerator.accumulate(model):
+                    loss = model(x, y).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.grad_clip:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss = loss.detach()
+                loss_sum += loss
+                loss_n += 1
+                first_bad.copy_(torch.where((first_bad == none) & ~torch.isfinite(loss), step + 1, first_bad))
+            done = state["step"] = step + 1
+            state["elapsed"] = time.perf_counter() - t0
+            bar.update(1)
+            evaluate = evaluator and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps)
+            save = done == end or (save_every and done % save_every == 0)
+            if done % cfg.log_every == 0 or done == end:
+                loss_value = accelerator.reduce(loss_sum / loss_n, "mean").item()  # the only sync per log line
+                if not math.isfinite(loss_value):
+                    guard(done, weights=False)
+                    raise _diverged(run_dir, cfg, "loss", done)  # finite losses whose sum overflowed
+                loss_sum.zero_()
+                loss_n = 0
+                log({"kind": "train", "step": done, "loss": loss_value, "lr": cfg.lr * factor, "time": state["elapsed"]})
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{cfg.lr * factor:.2e}", refresh=False)
+            if evaluate or save:
+                guard(done, weights=True)
+            if evaluate:
+                evaluator(done)
+            if save:
+                _save_last(accelerator, raw, optimizer, ckpt_dir, state, cfg)
+    finally:
+        bar.close()
     if main and state["step"] == cfg.steps:
         write_json(run_dir / runs.FINISHED_FILE, {"step": state["step"], "best_miou": state["best_miou"],
                                                   "elapsed_s": state["elapsed"], "data_sha1": train_fingerprint(cfg)})
@@ -207,10 +291,10 @@ def _save_last(accelerator, raw, optimizer, ckpt_dir: Path, state: dict, cfg: Tr
 class _Evaluator:
     """Validation at a step: scores to metrics.jsonl, best checkpoint, CDB class weights."""
 
-    def __init__(self, cfg, accelerator, raw, log, ckpt_dir, state):
+    def __init__(self, cfg, accelerator, raw, log, ckpt_dir, state, dataset):
         self.cfg, self.accelerator, self.raw, self.log = cfg, accelerator, raw, log
         self.ckpt_dir, self.state = ckpt_dir, state
-        self.dataset = TrashDataset(cfg.data_root, split=cfg.val_split)
+        self.dataset = dataset
         n = len(self.dataset) if cfg.eval_max_images is None else min(cfg.eval_max_images, len(self.dataset))
         self.n = n
         self.indices = range(accelerator.process_index, n, accelerator.num_processes)  # a shard per process
@@ -229,7 +313,7 @@ class _Evaluator:
         if np.isfinite(scores.miou) and (self.state["best_miou"] is None or scores.miou > self.state["best_miou"]):
             self.state["best_miou"] = scores.miou
             if acc.is_main_process:
-                save_weights(self.ckpt_dir / "best.safetensors", self.raw.state_dict(),
+                save_weights(self.ckpt_dir / BEST_FILE, self.raw.state_dict(),
                              metadata={"step": step, "mIoU": scores.miou})
         if cfg.class_weighting == "cdb":
             weights = cdb_weights(scores.per_class_iou, tau=cfg.cdb_tau)
