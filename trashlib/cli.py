@@ -97,6 +97,7 @@ TRAIN_EPILOG = """examples:
       --batch-size 4 --image-size 256
   python -m trashlib train --config run.yaml --lr 2e-4        # options override the YAML
   python -m trashlib train --config run.yaml --resume         # continue an interrupted run
+  python -m trashlib train --config run.yaml --restart        # start an interrupted run over
 several GPUs (Hugging Face Accelerate; --batch-size is per GPU):
   accelerate launch --multi_gpu --num_processes 4 -m trashlib train --config run.yaml
 """
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "a TrainConfig field (trashlib/config.py), documented there.")
     t.add_argument("--config", type=Path, help="YAML of TrainConfig fields; command-line options override it")
     add_config_arguments(t)
-    t.add_argument("--force", action="store_true", help="retrain even if a finished run has this config")
+    t.add_argument("--force", action="store_true", help="retrain even if a finished (or interrupted) run has this config")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 

@@ -10,7 +10,6 @@ or weights turning NaN or infinite stop the run before anything non-finite is sa
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -28,9 +27,10 @@ from trashlib.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, lo
                                  save_training_state, save_weights)
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
-from trashlib.io import atomic_open, read_json, write_json
+from trashlib.io import write_json
 from trashlib.models import build_model
 from trashlib.training.augment import transform_from_config
+from trashlib.training.folder import MetricsLog, finished_run, resuming_run, start_folder, truncate_metrics
 from trashlib.training.sampling import TrainStream, train_loader
 from trashlib.training.schedule import lr_factor, set_lr
 from trashlib.training.validate import cdb_weights, validate
@@ -48,63 +48,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool) -> None:
-    """Write config and provenance; a fresh start clears what an earlier attempt of this run left."""
-    runs.remove_temporary(run_dir)  # what a kill left: the project's own temporary names only
-    if not resuming:
-        runs.clear_run(run_dir)
-    # resume and restart are one-off actions, not settings a copied config.yaml should repeat
-    cfg.replace(resume=False, restart=False).to_yaml(run_dir / runs.CONFIG_FILE)
-    write_json(run_dir / runs.ENV_FILE, runs.environment(device))
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records written after the checkpoint we resume from (they will be written again)."""
-    if path.exists():
-        kept = [r for r in runs.read_metrics(path) if r.get("step", 0) <= step]
-        with atomic_open(path, "w", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in kept))
-
-
-class _Log:
-    """Appends JSON lines to metrics.jsonl (main process only) as they happen."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def __call__(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def _finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
-    if not (run_dir / runs.FINISHED_FILE).exists():
-        return False
-    if runs.Run(run_dir).config.identity() != cfg.identity():
-        return False
-    saved = read_json(run_dir / runs.FINISHED_FILE).get("data_sha1")
-    if saved is not None and saved != train_fingerprint(cfg):
-        print(f"{run_dir.name}: the data changed since this run finished; training it again")
-        return False
-    return True
-
-
-def _resuming(run_dir: Path, cfg: TrainConfig, force: bool) -> bool:
-    """Whether to continue from the last checkpoint; refuses to wipe an interrupted run unasked."""
-    last = last_checkpoint(run_dir / "checkpoints")
-    if last is None or (run_dir / runs.FINISHED_FILE).exists():  # nothing to lose, or a finished run retrained
-        return False
-    if cfg.resume:
-        return True
-    if cfg.restart or force:
-        return False
-    raise FileExistsError(f"{run_dir} holds an interrupted run (last checkpoint at step {checkpoint_step(last)} of "
-                          f"{cfg.steps}): continue it with --resume (resume=True), or start it over with --restart "
-                          "(restart=True), which deletes its checkpoints and metrics")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -143,11 +86,11 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     """
     cfg = cfg.replace(data_root=str(resolve_data_root(cfg.data_root)))
     run_dir = runs.run_dir_for(cfg)
-    if not force and _finished_run(run_dir, cfg):
+    if not force and finished_run(run_dir, cfg):
         print(f"reusing finished run {run_dir} (force=True retrains)")
         return runs.Run(run_dir)
     runs.check_run_folder(run_dir)
-    resuming = _resuming(run_dir, cfg, force)
+    resuming = resuming_run(run_dir, cfg, force)
     accelerator = _accelerator(cfg)
     main = accelerator.is_main_process
     _seed_everything(cfg.seed)
@@ -170,7 +113,7 @@ def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resumi
     main, device = accelerator.is_main_process, accelerator.device
     ckpt_dir = run_dir / "checkpoints"
     if main:
-        _start_folder(run_dir, cfg, str(device), resuming=resuming)
+        start_folder(run_dir, cfg, str(device), resuming=resuming)
     accelerator.wait_for_everyone()
     optimizer = torch.optim.AdamW(model.param_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                      backbone_lr_mult=cfg.backbone_lr_mult))
@@ -190,9 +133,9 @@ def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resumi
         if world > 1:  # the checkpoint holds the main process's RNG; give each rank its own again
             torch.manual_seed(cfg.seed + 1000 * state["step"] + rank)
         if main:
-            _truncate_metrics(run_dir / runs.METRICS_FILE, state["step"])
+            truncate_metrics(run_dir / runs.METRICS_FILE, state["step"])
             print(f"resuming {run_dir.name} from step {state['step']}")
-    log = _Log(run_dir / runs.METRICS_FILE, main)
+    log = MetricsLog(run_dir / runs.METRICS_FILE, main)
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     batches = iter(train_loader(stream, start=state["step"] * cfg.grad_accum, end=end * cfg.grad_accum,

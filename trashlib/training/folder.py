@@ -1,0 +1,72 @@
+"""The run folder as training writes it: reuse of a finished run, resume or refuse, start, metrics log.
+
+Nothing here deletes what trashlib did not write: `runs.check_run_folder` refuses foreign folders and
+`runs.clear_run` removes only the run's own files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trashlib import runs
+from trashlib.checkpoint import checkpoint_step, last_checkpoint
+from trashlib.config import TrainConfig
+from trashlib.data import train_fingerprint
+from trashlib.io import atomic_open, read_json, write_json
+
+
+def start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool) -> None:
+    """Write config and provenance; a fresh start clears what an earlier attempt of this run left."""
+    runs.remove_temporary(run_dir)  # what a kill left: the project's own temporary names only
+    if not resuming:
+        runs.clear_run(run_dir)
+    # resume and restart are one-off actions, not settings a copied config.yaml should repeat
+    cfg.replace(resume=False, restart=False).to_yaml(run_dir / runs.CONFIG_FILE)
+    write_json(run_dir / runs.ENV_FILE, runs.environment(device))
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records written after the checkpoint we resume from (they will be written again)."""
+    if path.exists():
+        kept = [r for r in runs.read_metrics(path) if r.get("step", 0) <= step]
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in kept))
+
+
+class MetricsLog:
+    """Appends JSON lines to metrics.jsonl (main process only) as they happen."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def __call__(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
+    if not (run_dir / runs.FINISHED_FILE).exists():
+        return False
+    if runs.Run(run_dir).config.identity() != cfg.identity():
+        return False
+    saved = read_json(run_dir / runs.FINISHED_FILE).get("data_sha1")
+    if saved is not None and saved != train_fingerprint(cfg):
+        print(f"{run_dir.name}: the data changed since this run finished; training it again")
+        return False
+    return True
+
+
+def resuming_run(run_dir: Path, cfg: TrainConfig, force: bool) -> bool:
+    """Whether to continue from the last checkpoint; refuses to wipe an interrupted run unasked."""
+    last = last_checkpoint(run_dir / "checkpoints")
+    if last is None or (run_dir / runs.FINISHED_FILE).exists():  # nothing to lose, or a finished run retrained
+        return False
+    if cfg.resume:
+        return True
+    if cfg.restart or force:
+        return False
+    raise FileExistsError(f"{run_dir} holds an interrupted run (last checkpoint at step {checkpoint_step(last)} of "
+                          f"{cfg.steps}): continue it with --resume (resume=True), or start it over with --restart "
+                          "(restart=True), which deletes its checkpoints and metrics")
