@@ -136,7 +136,8 @@ def _model_source(run_or_model, which: str, device):
         run = run_or_model
         ckpt = run.checkpoint(which)
         st = ckpt.stat()
-        desc = {"run": run.name, "checkpoint": ckpt.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        desc = {"run": run.name, "checkpoint": ckpt.relative_to(run.path).as_posix(), "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns}
 
         def load():
             try:
