@@ -124,6 +124,21 @@ def test_containment_summary_over_a_dataset():
     assert table.loc[1, "bag_cover"] == 1.0 and table.loc[3, "bag_cover"] == 0.0
 
 
+def test_bag_example_is_the_largest_bag_holding_few_objects():
+    crowded = [_square(0, 0, 30, 30, ann_id=0, cat=BAG)] + [
+        _square(x, y, x + 5, y + 5, ann_id=k, cat=PAPER) for k, (x, y) in enumerate([(2, 2), (10, 2), (2, 10), (10, 10)], 1)]
+    one = [_square(0, 0, 20, 20, ann_id=10, cat=BAG), _square(5, 5, 10, 10, ann_id=11, cat=METAL)]
+    two = [_square(0, 0, 15, 15, ann_id=20, cat=BAG), _square(2, 2, 6, 6, ann_id=21, cat=PAPER),
+           _square(8, 8, 12, 12, ann_id=22, cat=METAL)]
+    empty = [_square(0, 0, 25, 25, ann_id=30, cat=BAG)]
+    stats = eda.collect_stats(FakeDataset([crowded, one, two, empty]), colour_pixels=0, with_features=False)
+    assert eda.bag_example(stats) == (1, [10, 11])            # the 30x30 bag holds four: too busy to read
+    assert eda.bag_example(stats, max_objects=4) == (0, [0, 1, 2, 3, 4])
+    only_crowded = eda.collect_stats(FakeDataset([crowded]), colour_pixels=0, with_features=False)
+    assert eda.bag_example(only_crowded) == (0, [0, 1, 2, 3, 4])   # no small one: the largest bag anyway
+    assert eda.bag_example(eda.collect_stats(FakeDataset([empty]), colour_pixels=0, with_features=False)) is None
+
+
 def test_bad_segmentation_names_the_annotation():
     with pytest.raises(ValueError, match="annotation 7 of image 3"):
         eda.annotation_mask({"id": 7, "image_id": 3, "segmentation": [[1, 2, 3]]}, height=8, width=8)

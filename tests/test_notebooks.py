@@ -1,11 +1,13 @@
 """Notebooks are committed without outputs, carry one `parameters` cell, and render through the report."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from trashlib import paths, report
+from trashlib.config import TrainConfig
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -33,14 +35,22 @@ def test_one_parameters_cell_first_code_cell(nb_path):
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
 def test_profiles_name_only_parameters_the_notebooks_have(profile):
-    prof = report.load_profile(profile)
-    for name, params in prof["notebooks"].items():
-        nb_path = paths.NOTEBOOKS_DIR / f"{name}.ipynb"
-        assert nb_path.exists(), f"profile {profile} names {name}, which is not a notebook"
-        nb = json.loads(nb_path.read_text())
-        source = "".join(next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
-        for key in {**prof["defaults"], **params}:
-            assert f"{key} =" in source, f"profile {profile} sets {key!r}, which {name}'s parameters cell does not define"
+    prof = report.load_profile(profile)  # raises on a key that is no parameter of its notebook
+    for nb_path in NOTEBOOKS:
+        declared = report.notebook_parameter_names(nb_path)
+        assert set(report.notebook_parameters(prof, nb_path.stem)) <= set(declared)
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_training_notebook_takes_its_budget_as_one_parameter(nb_path):
+    """The budget lives in the profiles' `training:` blocks; a notebook declares only what it varies."""
+    declared = report.notebook_parameter_names(nb_path)
+    if "training" not in declared:
+        return
+    budget = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "data_root"}
+    assert not budget & set(declared), f"{nb_path.name} declares budget fields {sorted(budget & set(declared))}"
+    source = "".join(next(c for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "code")["source"])
+    assert "training = None" in source, "the default budget must be the smoke profile's (training = None)"
 
 
 def test_unknown_profile_lists_known():

@@ -104,6 +104,27 @@ def test_training_curves_panels_and_gaps():
     np.testing.assert_array_equal(ys, [0.2, 0.4])
 
 
+def test_training_curves_of_several_runs_share_a_panel():
+    import pandas as pd
+
+    runs = {"swin": pd.DataFrame({"step": [1, 2, 3], "loss": [4.0, 2.0, 1.0], "lr": [1, 1, 1]}),
+            "segformer": {"step": [2, 4], "loss": [0.5, 0.25]}}     # own x, own scale
+    fig = viz.plot_training_curves(runs, x="step", groups={"relative loss": ["loss"]}, relative=True)
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines] == ["swin", "segformer"]
+    np.testing.assert_array_equal(ax.lines[0].get_data()[1], [1.0, 0.5, 0.25])
+    np.testing.assert_array_equal(ax.lines[1].get_data()[0], [2, 4])
+    np.testing.assert_array_equal(ax.lines[1].get_data()[1], [1.0, 0.5])
+    assert ax.get_yscale() == "log" and ax.get_legend() is not None
+
+
+def test_training_curves_of_one_dataframe():
+    import pandas as pd
+
+    fig = viz.plot_training_curves(pd.DataFrame({"step": [1, 2], "loss": [2.0, 1.0], "lr": [0.1, 0.2]}), x="step")
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr"]
+
+
 def test_confusion_matrix_normalises_rows():
     cm = np.diag(np.arange(1, len(CLASS_NAMES) + 1))
     cm[0, 1] = 1

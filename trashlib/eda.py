@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import pandas as pd
+from pycocotools import mask as mask_utils
+from tqdm.auto import tqdm
 
 from trashlib.classes import CLASS_NAMES, COMPETITION_COUNTS, NUM_CLASSES, class_id
+from trashlib.data.raster import annotation_rle
+from trashlib.mislabel import image_feature_maps, region_features
 
 PLASTIC_BAG = class_id("Plastic bag")
 ANNOTATION_COLUMNS = ["annotation_id", "index", "image_id", "file_name", "category_id", "area", "area_share",
@@ -28,10 +33,6 @@ def subsample_indices(n: int, max_images: int | None) -> np.ndarray:
 
 def annotation_mask(ann: dict, *, height: int, width: int) -> np.ndarray:
     """The (H, W) bool mask of one COCO annotation (polygons or RLE), rasterised as the label maps are."""
-    from pycocotools import mask as mask_utils
-
-    from trashlib.data.raster import annotation_rle
-
     try:
         return mask_utils.decode(annotation_rle(ann, height=height, width=width)).astype(bool)
     except Exception as e:
@@ -99,8 +100,6 @@ class DatasetStats:
 
 
 def _colour_sample(image, mask, rng, per_class: int) -> dict[int, np.ndarray]:
-    import cv2
-
     out = {}
     for c in np.unique(mask):
         if not 0 < c < NUM_CLASSES:
@@ -115,8 +114,6 @@ def _colour_sample(image, mask, rng, per_class: int) -> dict[int, np.ndarray]:
 def _describe_objects(anns: list[dict], *, image_index: int, file_name: str, height: int, width: int,
                       maps: dict | None, min_inside: float) -> tuple[list[dict], list[np.ndarray], list[dict]]:
     """One image's annotation rows, appearance features (when `maps`) and bag containment records."""
-    from trashlib.mislabel import region_features
-
     masks = [annotation_mask(a, height=height, width=width) for a in anns]
     areas = [float(a.get("area") or m.sum()) for a, m in zip(anns, masks)]
     cats = [int(a["category_id"]) for a in anns]
@@ -151,8 +148,6 @@ def collect_stats(dataset, *, max_images: int | None = None, colour_pixels: int 
     colour_pixels: pixels sampled per image and class for the colour plots (0: none);
     with_features: compute the mislabel features; min_inside: containment threshold.
     """
-    from trashlib.mislabel import image_feature_maps
-
     indices = subsample_indices(len(dataset), max_images)
     rng = np.random.default_rng(seed)
     pixel_counts = np.zeros(NUM_CLASSES, np.int64)
@@ -161,8 +156,6 @@ def collect_stats(dataset, *, max_images: int | None = None, colour_pixels: int 
     class_images: dict[int, list[int]] = {c: [] for c in range(1, NUM_CLASSES)}
     iterator = indices
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(indices, desc="EDA", unit="img")
     for i in iterator:
         i = int(i)
@@ -220,3 +213,17 @@ def containment_summary(stats: DatasetStats) -> dict:
             "bag_containment_rate": holding / bags if bags else float("nan"),
             "n_contained_objects": int(len(stats.containment)),
             "contained_by_class": {CLASS_NAMES[int(c)]: int(n) for c, n in by_class.items()}}
+
+
+def bag_example(stats: DatasetStats, *, max_objects: int = 3) -> tuple[int, list[int]] | None:
+    """A readable containment example: the largest bag holding 1 to `max_objects` objects (the largest
+    bag holding any when none is that small). Returns (dataset index, [bag id, *ids of the objects
+    inside]) or None when no bag in the analysed images holds another object."""
+    if not len(stats.containment):
+        return None
+    per_bag = stats.containment.groupby("bag_id").size()
+    sizes = stats.annotations.drop_duplicates("annotation_id").set_index("annotation_id")["area"]
+    candidates = per_bag[per_bag <= max_objects].index if (per_bag <= max_objects).any() else per_bag.index
+    bag_id = max(candidates, key=lambda b: sizes[b])
+    inside = stats.containment[stats.containment["bag_id"] == bag_id]
+    return int(inside["index"].iloc[0]), [int(bag_id), *(int(a) for a in inside["object_id"])]

@@ -5,9 +5,14 @@ image; saving is `trashlib.report.save_figure`'s job. Class colours come from `c
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Sequence
 
+import matplotlib.patheffects as pe
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from trashlib.classes import CLASS_NAMES, CLASSES, IGNORE_INDEX, NUM_CLASSES, PALETTE
 
@@ -53,8 +58,6 @@ def present_classes(*masks: np.ndarray) -> list[int]:
 
 def legend_handles(class_ids: Sequence[int] | None = None) -> list:
     """Matplotlib patches (colour + name) for the given classes, all foreground classes by default."""
-    from matplotlib.patches import Patch
-
     ids = range(1, NUM_CLASSES) if class_ids is None else class_ids
     return [Patch(facecolor=np.array(CLASSES[i].color) / 255, edgecolor="0.3", label=CLASSES[i].name) for i in ids]
 
@@ -75,8 +78,6 @@ def show_gallery(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None
 
     mode: "overlay" (one panel per image), "side_by_side" (image, then colour mask) or "image".
     """
-    import matplotlib.pyplot as plt
-
     if mode not in ("overlay", "side_by_side", "image"):
         raise ValueError(f"mode must be 'overlay', 'side_by_side' or 'image', got {mode!r}")
     n = len(images)
@@ -114,9 +115,6 @@ def show_gallery(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None
 def show_annotations(image: np.ndarray, polygons: Sequence, category_ids: Sequence[int], *,
                      labels: Sequence[str] | None = None, ax=None, linewidth: float = 2.0):
     """An image with polygon outlines in their class colours (COCO flat [x0, y0, x1, ...] lists)."""
-    import matplotlib.patheffects as pe
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(image)
@@ -136,8 +134,6 @@ def show_annotations(image: np.ndarray, polygons: Sequence, category_ids: Sequen
 def plot_class_distributions(samples: dict[int, np.ndarray], *, ylabel: str = "", log: bool = False,
                              ax=None, max_points: int = 5000, seed: int = 0):
     """One violin per class (class colours) of a 1-D quantity, e.g. hue or area share; empty classes skipped."""
-    import matplotlib.pyplot as plt
-
     rng = np.random.default_rng(seed)
     ids = [c for c, v in samples.items() if len(v) > 1 and np.ptp(np.asarray(v, float)) > 0]
     if ax is None:
@@ -166,8 +162,6 @@ def plot_annotation_crops(crops: Sequence[np.ndarray], *, outlines: Sequence[np.
 
     outlines: per crop a (K, 2) array of x, y points in crop coordinates, or None.
     """
-    import matplotlib.pyplot as plt
-
     n = len(crops)
     if n == 0:
         raise ValueError("plot_annotation_crops needs at least one crop")
@@ -195,8 +189,6 @@ def plot_annotation_crops(crops: Sequence[np.ndarray], *, outlines: Sequence[np.
 def plot_class_bars(values: dict[str, Sequence[float]], *, class_names: Sequence[str], log: bool = False,
                     ylabel: str = "", title: str = "", ax=None):
     """Grouped bars: one group per class, one bar per series (e.g. this dataset vs the competition)."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(class_names)), 3.6))
     width = 0.8 / max(1, len(values))
@@ -205,8 +197,6 @@ def plot_class_bars(values: dict[str, Sequence[float]], *, class_names: Sequence
         ax.bar(x + (k - (len(values) - 1) / 2) * width, np.asarray(v, dtype=float), width, label=label)
     ax.set_xticks(x, class_names, rotation=35, ha="right")
     if log:
-        from matplotlib.ticker import FuncFormatter, NullFormatter
-
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))   # 100, not 10^2 or 6x10^0
         ax.yaxis.set_minor_formatter(NullFormatter())
@@ -218,31 +208,46 @@ def plot_class_bars(values: dict[str, Sequence[float]], *, class_names: Sequence
     return ax.figure
 
 
-def plot_training_curves(history: dict[str, Sequence[float]], *, x: str | None = None,
-                         groups: dict[str, Sequence[str]] | None = None, logy: Sequence[str] = ("loss",)):
+def _is_history(value) -> bool:
+    """A whole history (a mapping or a DataFrame of series), not one series."""
+    return isinstance(value, Mapping) or hasattr(value, "columns")
+
+
+def plot_training_curves(history, *, x: str | None = None, groups: dict[str, Sequence[str]] | None = None,
+                         logy: Sequence[str] = ("loss",), relative: bool = False,
+                         figsize: tuple[float, float] | None = None):
     """Training curves: one panel per group of series (default: one panel per series but x).
 
     history: {"step": [...], "train_loss": [...], "val_mIoU": [...]}; series may be shorter than x
-    (e.g. validated every k steps) and may hold None/NaN where not measured. A panel whose title
-    contains a word in `logy` uses a log y-axis.
+    (e.g. validated every k steps) and may hold None/NaN where not measured. Several runs:
+    {run label: history} (mappings or DataFrames, each with its own x), one line per run and series.
+    `relative` divides each line by its first measured value (losses of different scales side by side).
+    A panel whose title contains a word in `logy` uses a log y-axis.
     """
-    import matplotlib.pyplot as plt
-
-    series = {k: np.asarray([np.nan if v is None else v for v in vals], dtype=float)
-              for k, vals in history.items() if k != x}
-    groups = groups or {k: [k] for k in series}
-    xs = np.asarray(history[x], dtype=float) if x else None
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
-    for ax, (title, names) in zip(axes.flat, groups.items()):
-        for name in names:
-            y = series[name]
-            xv = xs[: len(y)] if xs is not None and len(xs) >= len(y) else np.arange(len(y))
-            ok = np.isfinite(y)
-            ax.plot(xv[ok], y[ok], marker="o" if ok.sum() < 30 else None, ms=3, label=name)
+    several = isinstance(history, Mapping) and history and all(_is_history(h) for h in history.values())
+    runs = history if several else {"": history}
+    names = [k for k in next(iter(runs.values())).keys() if k != x]
+    groups = groups or {k: [k] for k in names}
+    fig, axes = plt.subplots(1, len(groups), figsize=figsize or (4.2 * len(groups), 3.2), squeeze=False)
+    for ax, (title, series) in zip(axes.flat, groups.items()):
+        lines = 0
+        for label, h in runs.items():
+            xs = np.asarray(h[x], dtype=float) if x else None
+            for name in series:
+                y = np.asarray([np.nan if v is None else v for v in h[name]], dtype=float)
+                xv = xs[: len(y)] if xs is not None and len(xs) >= len(y) else np.arange(len(y))
+                ok = np.isfinite(y)
+                if relative and ok.any():
+                    y = y / y[ok][0]
+                ax.plot(xv[ok], y[ok], marker="o" if ok.sum() < 30 else None, ms=3,
+                        label=" ".join(filter(None, [label, name if len(series) > 1 or not label else ""])))
+                lines += 1
         ax.set_title(title), ax.set_xlabel(x or "step"), ax.grid(alpha=0.3)
+        if relative:
+            ax.set_ylabel("relative to the first value")
         if any(w in title.lower() for w in logy):
             ax.set_yscale("log")
-        if len(names) > 1:
+        if lines > 1:
             ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -251,8 +256,6 @@ def plot_training_curves(history: dict[str, Sequence[float]], *, x: str | None =
 def plot_confusion_matrix(confusion: np.ndarray, *, class_names: Sequence[str] = CLASS_NAMES,
                           normalize: str | None = "true", title: str = "", annotate: bool = True):
     """Heatmap of a confusion matrix (rows ground truth); normalize "true" shows recall per row."""
-    import matplotlib.pyplot as plt
-
     cm = np.asarray(confusion, dtype=float)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
         raise ValueError(f"confusion matrix of shape {cm.shape} does not match {len(class_names)} class names")

@@ -1,0 +1,136 @@
+"""Report profiles: one training budget, typos refused with the file and the valid names, clear YAML errors."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from trashlib import paths, report
+from trashlib.config import TrainConfig
+
+BASELINE, BACKBONES = "02_baseline_mask2former", "03_backbones_dinat_semask"
+
+
+def _profile(tmp_path, text: str):
+    path = tmp_path / "mine.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("text, names", [
+    ("notebooks:\n  01_EDA:\n    max_imges: 3\n", ["notebooks.01_EDA.max_imges", "max_images", "gallery_size"]),
+    ("notebooks:\n  01_EDAA:\n    max_images: 3\n", ["01_EDAA", "matches no notebook", "01_EDA", BASELINE]),
+    ("notebooks:\n  01_EDA:\n    training: {steps: 3}\n", ["notebooks.01_EDA.training", "max_images"]),
+    ("defaults:\n  data_rot: null\n", ["defaults.data_rot", "data_root"]),
+    (f"notebooks:\n  {BASELINE}:\n    steps: 3\n", [f"notebooks.{BASELINE}.steps", "budget keys go under training:"]),
+])
+def test_a_key_that_is_no_parameter_is_an_error(tmp_path, text, names):
+    path = _profile(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        report.load_profile(path)
+    for name in [str(path), *names]:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("notebooks: [unclosed\n", "invalid YAML"),
+    ("- a\n- b\n", "the profile must be a mapping"),
+    ("defaults: [1, 2]\n", "defaults must be a mapping"),
+    ("training: 12\n", "training must be a mapping"),
+    ("notebooks:\n  01_EDA: [1]\n", "notebooks.01_EDA must be a mapping"),
+    (f"notebooks:\n  {BASELINE}:\n    training: [steps]\n", f"notebooks.{BASELINE}.training must be a mapping"),
+    ("trainig: {steps: 3}\n", "unknown top-level keys"),
+])
+def test_malformed_profiles_are_value_errors_naming_the_file(tmp_path, text, match):
+    path = _profile(tmp_path, text)
+    with pytest.raises(ValueError, match=match) as err:
+        report.load_profile(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("text, names", [
+    ("training:\n  stepz: 3\n", ["stepz", "steps", "batch_size"]),
+    ("training:\n  lr: 3e-4\n", ["['lr'] must be numbers", "3.0e-4"]),   # YAML 1.1 reads 3e-4 as text
+    ("training:\n  model: segformer\n", ["model"]),
+    (f"training: {{steps: 3}}\nnotebooks:\n  {BASELINE}:\n    training: {{batch_sise: 1}}\n",
+     [f"notebooks.{BASELINE}.training", "batch_sise", "batch_size"]),
+])
+def test_the_training_budget_holds_only_valid_trainconfig_fields(tmp_path, text, names):
+    path = _profile(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        report.load_profile(path)
+    for name in [str(path), *names]:
+        assert name in str(err.value)
+
+
+def test_a_notebook_overrides_single_training_keys(tmp_path):
+    prof = report.load_profile(_profile(tmp_path, f"""
+        training: {{steps: 40, batch_size: 2, image_size: 64}}
+        notebooks:
+          {BASELINE}:
+            training: {{steps: 7}}
+            val_max_images: 3
+        """))
+    params = report.notebook_parameters(prof, BASELINE)
+    assert params["training"] == {"steps": 7, "batch_size": 2, "image_size": 64}
+    assert params["val_max_images"] == 3
+    assert report.notebook_parameters(prof, BACKBONES)["training"] == {"steps": 40, "batch_size": 2, "image_size": 64}
+
+
+def test_training_is_injected_only_where_declared():
+    prof = report.load_profile("cpu")
+    assert "training" not in report.notebook_parameters(prof, "01_EDA")
+    assert "training" not in report.notebook_parameters(prof, "07_submission")
+    assert report.notebook_parameters(prof, BASELINE)["training"] == prof["training"]
+
+
+def test_a_profile_without_a_budget_gives_the_smoke_budget(tmp_path):
+    prof = report.load_profile(_profile(tmp_path, "description: no training block\n"))
+    assert report.notebook_parameters(prof, BASELINE)["training"] == report.load_profile("smoke")["training"]
+
+
+def test_training_config_defaults_to_the_smoke_budget():
+    cfg = report.training_config(None, model="segformer")
+    smoke = report.load_profile("smoke")["training"]
+    assert cfg == report.training_config(smoke, model="segformer")
+    assert (cfg.model, cfg.steps, cfg.batch_size, cfg.image_size, cfg.eval_every) == ("segformer", 12, 2, 128, None)
+    assert cfg.log_every == 1
+
+
+def test_training_config_merges_and_validates():
+    cfg = report.training_config({"steps": 200, "lr": 1e-3}, model="segformer", data_root="/x")
+    assert (cfg.steps, cfg.lr, cfg.data_root, cfg.log_every) == (200, 1e-3, "/x", 8)   # log_every = steps // 25
+    assert report.training_config({"steps": 200, "log_every": 3}).log_every == 3
+    with pytest.raises(ValueError, match="stepz"):
+        report.training_config({"stepz": 3})
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        report.training_config({"steps": 0})
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_shipped_profiles_give_every_training_notebook_a_valid_config(profile):
+    prof = report.load_profile(profile)
+    for nb in report.notebook_paths():
+        params = report.notebook_parameters(prof, nb.stem)
+        if "training" in report.notebook_parameter_names(nb):
+            assert isinstance(report.training_config(params["training"], model="segformer"), TrainConfig)
+
+
+def test_parameter_names_come_from_the_tagged_cell(tmp_path):
+    def cell(source, tags=()):
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": source, "outputs": [],
+                "execution_count": None}
+
+    nb = {"cells": [cell("x = 1"), cell("a = 1  # note\nb: int = 2\nc = d = None\nprint(a)", ["parameters"])],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "n.ipynb").write_text(json.dumps(nb))
+    assert report.notebook_parameter_names(tmp_path / "n.ipynb") == ["a", "b", "c", "d"]
+
+
+def test_reported_runs_reads_run_and_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path)
+    report.save_metrics(BASELINE, {"run": "swin_a", "val_mIoU": 0.1})
+    report.save_metrics(BACKBONES, {"runs": ["swin_a", "dinat_b"]})
+    assert report.reported_runs([BASELINE, BACKBONES, "05_not_run_yet"]) == ["swin_a", "dinat_b"]
+    assert report.reported_runs(["05_not_run_yet"]) == []
