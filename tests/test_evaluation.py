@@ -39,3 +39,15 @@ def test_train_seconds_per_step_ignores_evaluation_pauses():
     run = _FakeRun([10, 20, 30, 40, 50], [5.0, 10.0, 75.0, 80.0, 85.0])
     assert train_seconds_per_step(run) == pytest.approx(0.5)
     assert np.isnan(train_seconds_per_step(_FakeRun([10], [5.0])))
+
+
+def test_ranked_images_best_then_worst_each_once():
+    import pandas as pd
+
+    from trashlib.evaluation import Evaluation, ranked_images
+
+    per_image = pd.DataFrame({"index": [0, 1, 2], "file_name": ["a", "b", "c"], "mIoU": [0.5, 0.9, 0.1],
+                              "pixel_accuracy": [1, 1, 1]})
+    ev = Evaluation(np.zeros((11, 11), dtype=np.int64), None, per_image)
+    assert ranked_images(ev, best=1, worst=1) == [1, 2]
+    assert ranked_images(ev, best=2, worst=2) == [1, 0, 2]  # three images: none shown twice

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trashlib import paths, report
+from trashlib import parameters, paths, report
 from trashlib.config import TrainConfig
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -35,16 +35,16 @@ def test_one_parameters_cell_first_code_cell(nb_path):
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
 def test_profiles_name_only_parameters_the_notebooks_have(profile):
-    prof = report.load_profile(profile)  # raises on a key that is no parameter of its notebook
+    prof = parameters.load_profile(profile)  # raises on a key that is no parameter of its notebook
     for nb_path in NOTEBOOKS:
-        declared = report.notebook_parameter_names(nb_path)
-        assert set(report.notebook_parameters(prof, nb_path.stem)) <= set(declared)
+        declared = parameters.notebook_parameter_names(nb_path)
+        assert set(parameters.notebook_parameters(prof, nb_path.stem)) <= set(declared)
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_training_notebook_takes_its_budget_as_one_parameter(nb_path):
     """The budget lives in the profiles' `training:` blocks; a notebook declares only what it varies."""
-    declared = report.notebook_parameter_names(nb_path)
+    declared = parameters.notebook_parameter_names(nb_path)
     if "training" not in declared:
         return
     budget = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "data_root"}
@@ -55,13 +55,13 @@ def test_a_training_notebook_takes_its_budget_as_one_parameter(nb_path):
 
 def test_unknown_profile_lists_known():
     with pytest.raises(FileNotFoundError, match="smoke"):
-        report.load_profile("nope")
+        parameters.load_profile("nope")
 
 
 def test_notebook_selection():
-    assert [p.stem for p in report.notebook_paths(["01"])] == ["01_EDA"]
+    assert [p.stem for p in parameters.notebook_paths(["01"])] == ["01_EDA"]
     with pytest.raises(ValueError, match="01_EDA"):
-        report.notebook_paths(["99"])
+        parameters.notebook_paths(["99"])
 
 
 def test_report_renders_eda_smoke(tmp_path, monkeypatch, tiny_root):
@@ -87,7 +87,7 @@ def test_eda_runs_on_real_data(tmp_path, monkeypatch, taco_root):
 
 def test_relative_data_root_is_made_absolute_for_the_kernel(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = report.notebook_parameters(report.load_profile("smoke"), "01_EDA", data_root="some/data")
+    params = parameters.notebook_parameters(parameters.load_profile("smoke"), "01_EDA", data_root="some/data")
     assert params["data_root"] == str(tmp_path / "some" / "data")
 
 

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from trashlib import paths, report
+from trashlib import parameters, paths, report
 from trashlib.config import TrainConfig
 
 BASELINE, BACKBONES = "02_baseline_mask2former", "03_backbones_dinat_semask"
@@ -28,7 +28,7 @@ def _profile(tmp_path, text: str):
 def test_a_key_that_is_no_parameter_is_an_error(tmp_path, text, names):
     path = _profile(tmp_path, text)
     with pytest.raises(ValueError) as err:
-        report.load_profile(path)
+        parameters.load_profile(path)
     for name in [str(path), *names]:
         assert name in str(err.value)
 
@@ -45,7 +45,7 @@ def test_a_key_that_is_no_parameter_is_an_error(tmp_path, text, names):
 def test_malformed_profiles_are_value_errors_naming_the_file(tmp_path, text, match):
     path = _profile(tmp_path, text)
     with pytest.raises(ValueError, match=match) as err:
-        report.load_profile(path)
+        parameters.load_profile(path)
     assert str(path) in str(err.value)
 
 
@@ -59,62 +59,62 @@ def test_malformed_profiles_are_value_errors_naming_the_file(tmp_path, text, mat
 def test_the_training_budget_holds_only_valid_trainconfig_fields(tmp_path, text, names):
     path = _profile(tmp_path, text)
     with pytest.raises(ValueError) as err:
-        report.load_profile(path)
+        parameters.load_profile(path)
     for name in [str(path), *names]:
         assert name in str(err.value)
 
 
 def test_a_notebook_overrides_single_training_keys(tmp_path):
-    prof = report.load_profile(_profile(tmp_path, f"""
+    prof = parameters.load_profile(_profile(tmp_path, f"""
         training: {{steps: 40, batch_size: 2, image_size: 64}}
         notebooks:
           {BASELINE}:
             training: {{steps: 7}}
             val_max_images: 3
         """))
-    params = report.notebook_parameters(prof, BASELINE)
+    params = parameters.notebook_parameters(prof, BASELINE)
     assert params["training"] == {"steps": 7, "batch_size": 2, "image_size": 64}
     assert params["val_max_images"] == 3
-    assert report.notebook_parameters(prof, BACKBONES)["training"] == {"steps": 40, "batch_size": 2, "image_size": 64}
+    assert parameters.notebook_parameters(prof, BACKBONES)["training"] == {"steps": 40, "batch_size": 2, "image_size": 64}
 
 
 def test_training_is_injected_only_where_declared():
-    prof = report.load_profile("cpu")
-    assert "training" not in report.notebook_parameters(prof, "01_EDA")
-    assert "training" not in report.notebook_parameters(prof, "07_submission")
-    assert report.notebook_parameters(prof, BASELINE)["training"] == prof["training"]
+    prof = parameters.load_profile("cpu")
+    assert "training" not in parameters.notebook_parameters(prof, "01_EDA")
+    assert "training" not in parameters.notebook_parameters(prof, "07_submission")
+    assert parameters.notebook_parameters(prof, BASELINE)["training"] == prof["training"]
 
 
 def test_a_profile_without_a_budget_gives_the_smoke_budget(tmp_path):
-    prof = report.load_profile(_profile(tmp_path, "description: no training block\n"))
-    assert report.notebook_parameters(prof, BASELINE)["training"] == report.load_profile("smoke")["training"]
+    prof = parameters.load_profile(_profile(tmp_path, "description: no training block\n"))
+    assert parameters.notebook_parameters(prof, BASELINE)["training"] == parameters.load_profile("smoke")["training"]
 
 
 def test_training_config_defaults_to_the_smoke_budget():
-    cfg = report.training_config(None, model="segformer")
-    smoke = report.load_profile("smoke")["training"]
-    assert cfg == report.training_config(smoke, model="segformer")
+    cfg = parameters.training_config(None, model="segformer")
+    smoke = parameters.load_profile("smoke")["training"]
+    assert cfg == parameters.training_config(smoke, model="segformer")
     assert (cfg.model, cfg.steps, cfg.batch_size, cfg.image_size, cfg.eval_every) == ("segformer", 12, 2, 128, None)
     assert cfg.log_every == 1
 
 
 def test_training_config_merges_and_validates():
-    cfg = report.training_config({"steps": 200, "lr": 1e-3}, model="segformer", data_root="/x")
+    cfg = parameters.training_config({"steps": 200, "lr": 1e-3}, model="segformer", data_root="/x")
     assert (cfg.steps, cfg.lr, cfg.data_root, cfg.log_every) == (200, 1e-3, "/x", 8)   # log_every = steps // 25
-    assert report.training_config({"steps": 200, "log_every": 3}).log_every == 3
+    assert parameters.training_config({"steps": 200, "log_every": 3}).log_every == 3
     with pytest.raises(ValueError, match="stepz"):
-        report.training_config({"stepz": 3})
+        parameters.training_config({"stepz": 3})
     with pytest.raises(ValueError, match="steps must be a positive integer"):
-        report.training_config({"steps": 0})
+        parameters.training_config({"steps": 0})
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
 def test_shipped_profiles_give_every_training_notebook_a_valid_config(profile):
-    prof = report.load_profile(profile)
-    for nb in report.notebook_paths():
-        params = report.notebook_parameters(prof, nb.stem)
-        if "training" in report.notebook_parameter_names(nb):
-            assert isinstance(report.training_config(params["training"], model="segformer"), TrainConfig)
+    prof = parameters.load_profile(profile)
+    for nb in parameters.notebook_paths():
+        params = parameters.notebook_parameters(prof, nb.stem)
+        if "training" in parameters.notebook_parameter_names(nb):
+            assert isinstance(parameters.training_config(params["training"], model="segformer"), TrainConfig)
 
 
 def test_parameter_names_come_from_the_tagged_cell(tmp_path):
@@ -125,7 +125,7 @@ def test_parameter_names_come_from_the_tagged_cell(tmp_path):
     nb = {"cells": [cell("x = 1"), cell("a = 1  # note\nb: int = 2\nc = d = None\nprint(a)", ["parameters"])],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "n.ipynb").write_text(json.dumps(nb))
-    assert report.notebook_parameter_names(tmp_path / "n.ipynb") == ["a", "b", "c", "d"]
+    assert parameters.notebook_parameter_names(tmp_path / "n.ipynb") == ["a", "b", "c", "d"]
 
 
 def test_reported_runs_reads_run_and_runs(tmp_path, monkeypatch):

@@ -140,7 +140,8 @@ def test_config_from_command_line(argv, expected):
 
 
 @pytest.mark.parametrize("bad", [{"lr": float("nan")}, {"lr": float("inf")}, {"cdb_tau": float("nan")},
-                                 {"scale_range": (0.5, float("nan"))}, {"grad_clip": float("-inf")}])
+                                 {"scale_range": (0.5, float("nan"))}, {"grad_clip": float("-inf")},
+                                 {"lr": "3e-4"}, {"weight_decay": None}])
 def test_non_finite_numbers_are_refused(bad):
     with pytest.raises(ValueError, match="finite"):
         TrainConfig(**bad)

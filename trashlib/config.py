@@ -111,13 +111,19 @@ class TrainConfig:
         for name in ("eval_every", "eval_max_images", "save_every"):
             yield from positive_int(name, allow_none=True)
         hints = typing.get_type_hints(type(self))
+        not_numbers = []
         for f in fields(self):  # every number must be a finite number: `nan <= 0` is False
             value = getattr(self, f.name)
             numbers = value if isinstance(value, tuple) else (value,)
+            optional = type(None) in typing.get_args(hints[f.name])
             if "float" in str(hints[f.name]) and any(
-                    v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v))
+                    not (v is None and optional)
+                    and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v))
                     for v in numbers):
-                yield f"{f.name} must be a finite number, got {value!r}"
+                not_numbers.append(f"{f.name} must be a finite number, got {value!r}")
+        if not_numbers:  # the range checks below would compare text or NaN
+            yield from not_numbers
+            return
         if not self.model or not isinstance(self.model, str):
             yield f"model must be a model name, got {self.model!r}"
         if self.lr <= 0:

@@ -67,8 +67,9 @@ def evaluate_index(index, data_root=None, split: str = "val", *, max_images: int
 
 def ranked_images(evaluation: Evaluation, *, best: int = 2, worst: int = 2) -> list[int]:
     """Positions of the `best` highest- then the `worst` lowest-scoring images (by their own mIoU)."""
-    order = evaluation.per_image.sort_values("mIoU")["index"].tolist()
-    return order[::-1][:best] + order[:worst]
+    order = evaluation.per_image.sort_values("mIoU", kind="stable")["index"].tolist()
+    top = order[::-1][:best]
+    return top + [i for i in order if i not in top][:worst]  # a small split shows each image once
 
 
 def prediction_gallery(dataset, predictions: dict, file_names, *, evaluations: dict | None = None):
