@@ -131,10 +131,17 @@ def train_seconds_per_step(run) -> float:
     return float(rate.dropna().median())
 
 
-def compare_runs(runs, *, evaluations: dict | None = None, infer_size: int = 512, repeats: int = 2) -> pd.DataFrame:
+def compare_runs(runs, *, evaluations: dict | None = None, floor: Scores | None = None, infer_size: int = 512,
+                 repeats: int = 2) -> pd.DataFrame:
     """One row per run: val mIoU (from `evaluations[run.name]` or the run's best eval), per-class IoU,
-    parameters (M), GFLOPs at infer_size, train seconds per step and inference seconds per image."""
+    parameters (M), GFLOPs at infer_size, train seconds per step and inference seconds per image.
+
+    `floor` (the colour-only floor's scores, trashlib.colour_floor) becomes the first row, "colour floor".
+    """
     rows = []
+    if floor is not None:
+        rows.append({"model": "colour floor", "size": "-", "run": "-", "val mIoU": floor.miou,
+                     **{f"IoU {c}": v for c, v in zip(CLASS_NAMES, floor.per_class_iou)}})
     for run in runs:
         cfg = run.config
         if evaluations and run.name in evaluations:
