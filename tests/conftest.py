@@ -13,6 +13,21 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+_MODELS: dict = {}
+
+
+def tiny_model(name: str):
+    """One tiny random-init model per factory name for the whole session (building costs more than using)."""
+    if name not in _MODELS:
+        import torch
+
+        from trashlib.models import build_model
+
+        torch.manual_seed(0)
+        _MODELS[name] = build_model(name)
+    return _MODELS[name]
+
+
 def make_tiny_dataset(root: Path, *, n_train: int = 4, n_val: int = 2, n_test: int = 2,
                       size: int = 64, seed: int = 0) -> Path:
     """A valid dataset of coloured random polygons: {train_all,train,val,test}.json + test_labels.json.

@@ -6,18 +6,11 @@ import math
 import pytest
 import torch
 
+from conftest import tiny_model
+
 from trashlib.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from trashlib.models import MODEL_SIZES, MODELS, build_model
 
-_CACHE: dict[str, torch.nn.Module] = {}
-
-
-def tiny(name: str) -> torch.nn.Module:
-    """One tiny model per entry for the whole module (building costs more than using)."""
-    if name not in _CACHE:
-        torch.manual_seed(0)
-        _CACHE[name] = build_model(name)
-    return _CACHE[name]
 
 
 def batch(n: int = 2, size: int = 64, seed: int = 0):
@@ -40,7 +33,7 @@ def test_unknown_name_and_size_list_the_valid_ones():
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_forward_backward_gives_finite_loss_and_gradients(name):
-    model = tiny(name).train()
+    model = tiny_model(name).train()
     assert (model.name, model.size) == (name, "tiny")
     model.zero_grad(set_to_none=True)
     images, masks = batch()
@@ -62,7 +55,7 @@ def test_forward_backward_gives_finite_loss_and_gradients(name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_predict_proba_is_a_deterministic_distribution_at_input_resolution(name):
-    model = tiny(name).eval()
+    model = tiny_model(name).eval()
     images, _ = batch()
     probs = model.predict_proba(images)
     assert probs.shape == (2, NUM_CLASSES, 64, 64)
@@ -75,7 +68,7 @@ def test_predict_proba_is_a_deterministic_distribution_at_input_resolution(name)
 @pytest.mark.parametrize("name", list(MODELS))
 def test_forward_without_masks_names_its_scores_honestly(name):
     # per-pixel classifiers give logits; Mask2Former, which has none, gives log-probabilities
-    model = tiny(name).eval()
+    model = tiny_model(name).eval()
     images, _ = batch()
     with torch.no_grad():
         out = model(images)
@@ -90,7 +83,7 @@ def test_forward_without_masks_names_its_scores_honestly(name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_class_weights_change_the_loss_and_reset(name):
-    model = tiny(name).eval()  # eval: no dropout / drop-path; the seed fixes Mask2Former's point sampling
+    model = tiny_model(name).eval()  # eval: no dropout / drop-path; the seed fixes Mask2Former's point sampling
     images, masks = batch(n=1, seed=1)
 
     def loss():
@@ -111,7 +104,7 @@ def test_class_weights_change_the_loss_and_reset(name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_backbone_parameters_are_a_proper_subset(name):
-    model = tiny(name)
+    model = tiny_model(name)
     backbone = {id(p) for p in model.backbone_parameters()}
     everything = {id(p) for p in model.parameters()}
     assert backbone and backbone < everything
@@ -121,7 +114,7 @@ def test_backbone_parameters_are_a_proper_subset(name):
 
 
 def test_no_weight_decay_on_relative_position_bias_and_query_embeddings():
-    model = tiny("mask2former-dinat")
+    model = tiny_model("mask2former-dinat")
     groups = model.param_groups(lr=1e-4, weight_decay=0.05)
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     rpb = [p for n, p in model.named_parameters() if n.endswith(".rpb")]
@@ -134,7 +127,7 @@ def test_all_ignored_masks_give_a_finite_loss():
     images, masks = batch()  # n=2: UperNet's pooling-pyramid BatchNorm cannot train on one image
     masks[:] = IGNORE_INDEX
     for name in ("upernet-convnext", "mask2former-swin"):
-        model = tiny(name).train()
+        model = tiny_model(name).train()
         loss = model(images, masks).loss
         assert torch.isfinite(loss)
         loss.backward()
@@ -205,7 +198,7 @@ def test_dinat_state_dict_keys_match_transformers_backbone():
 
     with natten_check_disabled():
         reference = DinatBackbone(dinat_config("tiny"))
-    encoder = tiny("mask2former-dinat").backbone
+    encoder = tiny_model("mask2former-dinat").backbone
     assert set(encoder.state_dict()) == set(reference.state_dict())
     assert any(isinstance(m, PyTorchNeighborhoodAttention) for m in encoder.modules())
 
@@ -251,7 +244,7 @@ def test_semask_layers_are_identity_at_init_and_add_a_training_loss(monkeypatch)
 
     from trashlib.models.semask import SEMANTIC_LOSS_WEIGHT
 
-    model = tiny("semask-swin").eval()
+    model = tiny_model("semask-swin").eval()
     images, masks = batch()
     plain = SwinBackbone(model.backbone.config).eval()
     missing, unexpected = plain.load_state_dict(model.backbone.state_dict(), strict=False)
@@ -279,7 +272,7 @@ def test_semask_layers_are_identity_at_init_and_add_a_training_loss(monkeypatch)
 def test_profile_helpers():
     from trashlib.models.profile import count_gflops, time_inference
 
-    model = tiny("upernet-convnext")
+    model = tiny_model("upernet-convnext")
     assert 1e6 < model.num_parameters() < 1e7  # tiny: millions of parameters, not tens of millions
     gflops_64, gflops_128 = count_gflops(model, 64), count_gflops(model, 128)
     assert gflops_64 > 0 and 3.5 < gflops_128 / gflops_64 < 4.5  # a conv net's cost scales with the area

@@ -20,21 +20,14 @@ from transformers.models.mask2former.modeling_mask2former import (
     sigmoid_cross_entropy_loss,
 )
 
+from conftest import tiny_model
+
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
-from trashlib.models import build_model
 from trashlib.models.mask2former import masks_to_targets
 from trashlib.models.mask2former_loss import pairwise_costs, point_targets, weighted_dice, weighted_sigmoid_ce
 
 MASK2FORMER = ["mask2former-swin", "semask-swin", "mask2former-dinat"]
 ALL = MASK2FORMER + ["segformer", "upernet-swin"]
-_CACHE: dict[str, torch.nn.Module] = {}
-
-
-def tiny(name: str) -> torch.nn.Module:
-    if name not in _CACHE:
-        torch.manual_seed(0)
-        _CACHE[name] = build_model(name)
-    return _CACHE[name]
 
 
 def half_ignored_batch():
@@ -102,11 +95,11 @@ def criterion_inputs():
 
 
 def test_without_ignored_pixels_the_criterion_is_transformers_loss():
-    criterion = tiny("mask2former-swin").hf.criterion
+    criterion = tiny_model("mask2former-swin").hf.criterion
     mask_logits, class_logits, _, _, _ = criterion_inputs()
     masks = torch.randint(0, NUM_CLASSES, (2, 64, 64), generator=torch.Generator().manual_seed(2))
     mask_labels, class_labels = masks_to_targets(masks)
-    reference = Mask2FormerLoss(tiny("mask2former-swin").hf.config, criterion.weight_dict)
+    reference = Mask2FormerLoss(tiny_model("mask2former-swin").hf.config, criterion.weight_dict)
     torch.manual_seed(0)
     expected = reference(mask_logits, class_logits, mask_labels, class_labels)
     with criterion.ignoring(masks != IGNORE_INDEX):
@@ -116,7 +109,7 @@ def test_without_ignored_pixels_the_criterion_is_transformers_loss():
 
 
 def test_criterion_ignores_mask_logits_in_ignored_areas_in_sampling_matching_and_loss():
-    criterion = tiny("mask2former-swin").hf.criterion
+    criterion = tiny_model("mask2former-swin").hf.criterion
     mask_logits, class_logits, mask_labels, class_labels, masks = criterion_inputs()
 
     def losses(logits, ignoring=True):
@@ -167,7 +160,7 @@ def score_maps(model):
 
 @pytest.mark.parametrize("name", ALL)
 def test_training_step_gives_no_gradient_where_only_ignored_pixels_look(name):
-    model = tiny(name).train()
+    model = tiny_model(name).train()
     images, masks = half_ignored_batch()
     with score_maps(model) as maps:
         torch.manual_seed(0)
@@ -186,7 +179,7 @@ def test_training_step_gives_no_gradient_where_only_ignored_pixels_look(name):
 
 @pytest.mark.parametrize("name", MASK2FORMER)
 def test_mask2former_loss_does_not_see_mask_logits_in_ignored_areas(name):
-    model = tiny(name).eval()  # eval: no dropout; the seed fixes point sampling
+    model = tiny_model(name).eval()  # eval: no dropout; the seed fixes point sampling
     images, masks = half_ignored_batch()
     criterion = model.hf.criterion
 
@@ -217,7 +210,7 @@ def test_mask2former_loss_does_not_see_mask_logits_in_ignored_areas(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_an_image_ignored_everywhere_gives_a_finite_loss(name):
-    model = tiny(name).train()  # n=2: UperNet's pooling-pyramid BatchNorm cannot train on one image
+    model = tiny_model(name).train()  # n=2: UperNet's pooling-pyramid BatchNorm cannot train on one image
     images, masks = half_ignored_batch()
     masks[0] = IGNORE_INDEX
     for labels in (masks, torch.full_like(masks, IGNORE_INDEX)):
