@@ -1,4 +1,4 @@
-"""Command line: `python -m trashlib {data,submission,train,predict,report} ...`.
+"""Command line: `python -m trashlib {data,submission,train,predict,ensemble,report} ...`.
 
 Each subcommand calls the same package functions the notebooks call; `train`'s options are generated
 from TrainConfig's fields (trashlib.config), so the command line cannot drift from the recipe.
@@ -11,12 +11,17 @@ import sys
 from pathlib import Path
 
 from trashlib.config import add_config_arguments, config_from_arguments
-from trashlib.data import resolve_data_root
+from trashlib.crf import PRESETS, crf_index, crf_preset
+from trashlib.data import TrashDataset, resolve_data_root
 from trashlib.data.check import check_dataset, format_problems
-from trashlib.evaluation import score_submission
+from trashlib.ensemble import ensemble, fit_weights
+from trashlib.evaluation import evaluate_index, score_submission
 from trashlib.inference import TTA, predict
 from trashlib.io import check_writable
+from trashlib.overwrite import overwrite_index
+from trashlib.probs import INDEX_FILE, ProbIndex
 from trashlib.report import make_report
+from trashlib.runs import Run
 from trashlib.submission import index_to_submission, validate_submission
 from trashlib.synth import generate_dataset
 from trashlib.training import train
@@ -75,22 +80,94 @@ def _train(args) -> int:
 
 def _predict(args) -> int:
     tta = TTA(hflip="hflip" in args.tta, scales=tuple(args.scales), window=args.window)
-    if args.submission is not None:  # found out now, not after the predictions
-        if args.submission.is_dir():
-            raise IsADirectoryError(f"--submission {args.submission} is a folder; give the path of a CSV file")
-        check_writable(args.submission.parent, what=f"the submission {args.submission}")
+    _check_submission_path(args.submission)
     index = predict(args.run, args.data, args.split, tta=tta, batch_size=args.batch_size, which=args.which,
                     quantize=not args.float16, force=args.force)
     print(f"wrote {len(index)} probability maps to {index.path}")
-    if args.submission is None:
-        return 0
-    index_to_submission(index, args.submission)
-    problems = validate_submission(args.submission, resolve_data_root(args.data) / f"{args.split}.json")
+    return 0 if args.submission is None else _write_submission(index, args.submission, args.data, args.split)
+
+
+def _check_submission_path(path: Path | None) -> None:
+    if path is not None:  # found out now, not after the predictions
+        if path.is_dir():
+            raise IsADirectoryError(f"--submission {path} is a folder; give the path of a CSV file")
+        check_writable(path.parent, what=f"the submission {path}")
+
+
+def _write_submission(index, path: Path, data, split: str) -> int:
+    index_to_submission(index, path)
+    problems = validate_submission(path, resolve_data_root(data) / f"{split}.json")
     for problem in problems:
         print(problem)
-    print(f"{args.submission}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    print(f"{path}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
 
+
+def _ensemble_input(path: Path, data, split: str) -> ProbIndex:
+    """An index folder as it is, or a run folder's stored predictions (predict with hflip, reused when stored)."""
+    if (path / INDEX_FILE).exists():
+        index = ProbIndex(path)
+        made = index.settings.get("split"), index.settings.get("data_root")
+        if made[0] not in (None, split):
+            raise ValueError(f"{path} holds predictions of split {made[0]!r}, not --split {split}")
+        root = resolve_data_root(data)
+        if made[1] is not None and Path(made[1]).resolve() != root:
+            raise ValueError(f"{path} was made from data root {made[1]}, not {root}")
+        return index
+    try:
+        run = Run(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: neither a probability index ({INDEX_FILE}) nor a run folder") from None
+    return predict(run, data, split, tta=TTA(hflip=True))
+
+
+def _fit(args, indices) -> tuple[float, ...]:
+    if args.split != "val":  # weights are fitted on val: the runs' val predictions stand in for the inputs
+        for path in args.inputs:
+            if (path / INDEX_FILE).exists():
+                raise ValueError(f"--fit-weights with --split {args.split} needs run folders (their val predictions "
+                                 f"are used); {path} is an index: fit with --split val and pass --weights")
+        indices = [_ensemble_input(path, args.data, "val") for path in args.inputs]
+    fit = fit_weights(indices, args.data, "val")
+    print(f"fitted weights {' '.join(f'{w:.3f}' for w in fit.weights)} (val mIoU {fit.miou:.4f})")
+    return fit.weights
+
+
+def _ensemble(args) -> int:
+    if args.max_area is not None and args.overwrite is None:
+        raise ValueError("--max-area applies to --overwrite K; give --overwrite too")
+    if args.vote == "hard" and (args.weights or args.fit_weights):
+        raise ValueError("weights apply to the soft vote; drop --weights/--fit-weights or use --vote soft")
+    params = crf_preset(args.crf) if args.crf else None
+    _check_submission_path(args.submission)
+    indices = [_ensemble_input(path, args.data, args.split) for path in args.inputs]
+    stages = []
+    if len(indices) == 1:
+        out = indices[0]
+    else:
+        weights = _fit(args, indices) if args.fit_weights else args.weights
+        out = ensemble(indices, weights=weights, vote=args.vote, name=args.name, force=args.force)
+        stages.append((f"{args.vote} vote", out))
+    if params is not None:
+        out = crf_index(out, args.data, args.split, params, workers=args.workers, force=args.force)
+        stages.append((f"+ CRF {args.crf}", out))
+    if args.overwrite is not None:
+        out = overwrite_index(out, indices, k=args.overwrite, max_area=args.max_area, force=args.force)
+        stages.append((f"+ overwrite k={args.overwrite}", out))
+    for title, index in stages:
+        print(f"{title}: {len(index)} probability maps in {index.path}")
+    if TrashDataset(args.data, split=args.split).has_masks:
+        for title, index in [(f"input {i + 1}", ix) for i, ix in enumerate(indices)] + stages:
+            print(f"{args.split} mIoU {evaluate_index(index, args.data, args.split).scores.miou:.4f}  {title}")
+    return 0 if args.submission is None else _write_submission(out, args.submission, args.data, args.split)
+
+
+ENSEMBLE_EPILOG = """stages, each stored as a probability index under data/interim/probs/ (an identical one is reused):
+  vote (two or more inputs) -> --crf -> --overwrite; on a labelled split each stage's mIoU is printed.
+examples:
+  python -m trashlib ensemble runs/a runs/b runs/c --split val --fit-weights --crf peers-a --overwrite 3
+  python -m trashlib ensemble runs/a runs/b --split test --weights 0.6 0.4 --submission submission.csv
+"""
 
 TRAIN_EPILOG = """examples:
   python -m trashlib train --model mask2former-swin --size tiny --data data/raw/trash-synth --steps 300 \\
@@ -168,6 +245,41 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--float16", action="store_true", help="store float16 maps instead of uint8-quantised ones")
     pr.add_argument("--force", action="store_true", help="recompute even if identical maps exist")
     pr.set_defaults(func=_predict)
+
+    en = sub.add_parser("ensemble", help="soft or hard vote of stored predictions, DenseCRF, consensus overwrite",
+                        epilog=ENSEMBLE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Ensemble probability maps of runs or indices (trashlib.ensemble), optionally "
+                                    "followed by DenseCRF and the consensus overwrite (trashlib.crf); writes the "
+                                    "result as a probability index and optionally a validated submission CSV.")
+    en.add_argument("inputs", type=Path, nargs="+", metavar="RUN_OR_INDEX",
+                    help="run folders (their hflip predictions of --split, made if not stored) or probability index "
+                         "folders (holding index.json); list the best model first: hard-vote ties go to it")
+    en.add_argument("--data", default=None, help="data root (default: TRASHLIB_DATA or the embedded dataset)")
+    en.add_argument("--split", default="test", help="split of the inputs, e.g. val or test (default test)")
+    w = en.add_mutually_exclusive_group()
+    w.add_argument("--weights", type=float, nargs="+", metavar="W",
+                   help="soft-vote weights, one per input, normalised to sum to one (default: equal)")
+    w.add_argument("--fit-weights", action="store_true",
+                   help="fit soft-vote weights on the val split by coordinate search (with --split test the "
+                        "inputs must be run folders: their val predictions are used)")
+    en.add_argument("--vote", choices=["soft", "hard"], default="soft",
+                    help="soft: weighted mean of probabilities; hard: per-pixel majority of argmaxes, stored one-hot "
+                         "(default soft)")
+    en.add_argument("--name", default=None, help="ensemble name in the store folder ensemble-<name> (default: the "
+                                                 "input names joined)")
+    en.add_argument("--crf", choices=list(PRESETS), default=None,
+                    help="run DenseCRF with this preset after the vote: " + "; ".join(
+                        f"{n}: {p.tag}" for n, p in PRESETS.items()))
+    en.add_argument("--overwrite", type=int, default=None, metavar="K",
+                    help="then restore each connected region of a non-background class on which at least K of the "
+                         "inputs agree (trashlib.overwrite.overwrite)")
+    en.add_argument("--max-area", type=int, default=None, metavar="A",
+                    help="with --overwrite: restore only agreement regions of at most A pixels (default: any size)")
+    en.add_argument("--workers", type=int, default=None, help="CRF processes (default: every core)")
+    en.add_argument("--submission", type=Path, help="write the final argmax maps as a competition CSV here and "
+                                                    "validate it")
+    en.add_argument("--force", action="store_true", help="recompute every stage even if identical maps exist")
+    en.set_defaults(func=_ensemble)
     return p
 
 

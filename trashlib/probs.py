@@ -77,6 +77,12 @@ def stored_index(folder: str | os.PathLike, settings: dict) -> "ProbIndex | None
     return ProbIndex(folder) if isinstance(meta, dict) and meta.get("settings") == settings else None
 
 
+def derived_dir(index, suffix: str, out_dir=None) -> Path:
+    """The folder of an index derived from `index` (CRF, overwrite): beside it, or under `out_dir`."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{Path(index.path).name}_{suffix}")
+    return (Path(paths.PROBS_DIR) / Path(index.path).parent.name if out_dir is None else Path(out_dir)) / name
+
+
 class ProbIndex:
     """The probability maps of one split: len, iteration of (file_name, probs), load(i), argmax(i)."""
 
