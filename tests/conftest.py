@@ -28,6 +28,24 @@ def tiny_model(name: str):
     return _MODELS[name]
 
 
+def write_index(folder, maps: dict, **settings):
+    """A ProbIndex of hand-made (C, H, W) maps keyed by file name (no model needed)."""
+    from trashlib.probs import ProbWriter
+
+    items = [{"image_id": i, "file_name": name, "shape": list(p.shape)} for i, (name, p) in enumerate(maps.items())]
+    writer = ProbWriter(folder, items, {"made": str(folder), **settings})
+    for i, p in enumerate(maps.values()):
+        writer.write(i, p)
+    return writer.close()
+
+
+def confident(mask, *, p: float, num_classes: int = 11):
+    """Probabilities with p on the mask's label and the rest spread evenly."""
+    out = np.full((num_classes, *mask.shape), (1 - p) / (num_classes - 1), np.float32)
+    np.put_along_axis(out, mask[None].astype(np.int64), p, axis=0)
+    return out
+
+
 def make_tiny_dataset(root: Path, *, n_train: int = 4, n_val: int = 2, n_test: int = 2,
                       size: int = 64, seed: int = 0) -> Path:
     """A valid dataset of coloured random polygons: {train_all,train,val,test}.json + test_labels.json.

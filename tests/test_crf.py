@@ -6,11 +6,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conftest import confident as conftest_confident, write_index
+
 from trashlib.crf import PRESETS, CRFParams, crf_grid, crf_index, crf_preset, dense_crf, sweep_crf
-from trashlib.overwrite import overwrite, overwrite_index, overwrite_probs, sweep_overwrite
 from trashlib.data import TrashDataset
 from trashlib.evaluation import evaluate_index
-from trashlib.probs import ProbWriter
+from trashlib.overwrite import overwrite, overwrite_index, overwrite_probs, sweep_overwrite
 from trashlib.submission import validate_submission
 
 pytest.importorskip("pydensecrf.densecrf")
@@ -23,20 +24,8 @@ def _probs_store(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "PROBS_DIR", tmp_path / "probs")
 
 
-def write_index(folder, maps: dict, **settings):
-    """A ProbIndex of hand-made (C, H, W) maps keyed by file name."""
-    items = [{"image_id": i, "file_name": name, "shape": list(p.shape)} for i, (name, p) in enumerate(maps.items())]
-    writer = ProbWriter(folder, items, {"made": str(folder), **settings})
-    for i, p in enumerate(maps.values()):
-        writer.write(i, p)
-    return writer.close()
-
-
 def confident(mask, *, num_classes=11, p=0.9):
-    """p on the mask's label, the rest spread evenly."""
-    out = np.full((num_classes, *mask.shape), (1 - p) / (num_classes - 1), np.float32)
-    np.put_along_axis(out, mask[None].astype(np.int64), p, axis=0)
-    return out
+    return conftest_confident(mask, p=p, num_classes=num_classes)
 
 
 def halves():

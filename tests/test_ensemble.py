@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import confident as conftest_confident, write_index
+
 from trashlib.data import TrashDataset
 from trashlib.ensemble import ensemble, fit_weights, hard_vote, normalize_weights, soft_vote, vote_probs
 from trashlib.evaluation import evaluate_index
-from trashlib.probs import ProbWriter
 from trashlib.submission import index_to_submission, read_submission, validate_submission
 
 
@@ -29,15 +30,6 @@ def root256(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("ens256") / "data", n_train=2, n_val=1, n_test=2, size=256)
 
 
-def write_index(folder, maps: dict, **settings):
-    """A ProbIndex of hand-made (C, H, W) maps keyed by file name."""
-    items = [{"image_id": i, "file_name": name, "shape": list(p.shape)} for i, (name, p) in enumerate(maps.items())]
-    writer = ProbWriter(folder, items, {"made": str(folder), **settings})
-    for i, p in enumerate(maps.values()):
-        writer.write(i, p)
-    return writer.close()
-
-
 def random_probs(rng, shape, *, sharpness=3.0):
     logits = rng.normal(size=shape) * sharpness
     e = np.exp(logits - logits.max(0))
@@ -45,10 +37,7 @@ def random_probs(rng, shape, *, sharpness=3.0):
 
 
 def confident(mask, *, num_classes=11, p=0.6):
-    """p on the mask's label, the rest spread evenly."""
-    out = np.full((num_classes, *mask.shape), (1 - p) / (num_classes - 1), np.float32)
-    np.put_along_axis(out, mask[None].astype(np.int64), p, axis=0)
-    return out
+    return conftest_confident(mask, p=p, num_classes=num_classes)
 
 
 # -- votes by hand ----------------------------------------------------------------------------------
