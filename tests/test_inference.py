@@ -118,7 +118,7 @@ def test_predict_index_round_trip_and_reuse(tiny_root, tmp_path, monkeypatch):
         assert index.argmax(i).dtype == np.uint8 and index.argmax(i).shape == (64, 64)
     assert names == index.file_names
     meta = json.loads((index.path / "index.json").read_text())
-    assert meta["settings"]["tta"] == {"hflip": True, "scales": [1.0, 1.5], "window": None}
+    assert meta["settings"]["tta"] == {"hflip": True, "scales": [1.0, 1.5], "window": None, "size": None}
     assert meta["dtype"] == "uint8"
 
     def no_inference(*a, **k):

@@ -360,3 +360,61 @@ def test_cli_train_yaml_with_overrides(tiny_root, tmp_path, capsys):
     assert main(argv) == 0 and "reusing finished run" in capsys.readouterr().out
     assert main(["train", "--model", "segformer", "--steps", "0", "--data", str(tiny_root)]) == 2  # clear error
     assert "steps must be a positive integer" in capsys.readouterr().err
+
+
+# -- trunk and branches ----------------------------------------------------------------------------
+def test_branch_starts_from_the_trunk_weights_and_resumes_exactly(tiny_root):
+    from trashlib.parameters import branch_config
+    from trashlib.training import train
+
+    torch.manual_seed(0)
+    trunk = train(small_cfg(tiny_root, steps=3, eval_every=None), model=TinySeg(), progress=False)
+    # a learning rate of ~0 leaves the weights where the branch started: on the trunk's
+    still = branch_config(trunk, {"steps": 1, "lr": 1e-12, "weight_decay": 0.0}, seed=1)
+    assert still.init_from == trunk.name and still.seed == 1 and still.resume
+    torch.manual_seed(5)  # a fresh init that the trunk's weights must replace
+    branch = train(still, model=TinySeg(), progress=False)
+    assert branch.name.endswith("_branch_s1") and branch.config.init_from == trunk.name
+    a, b = _state(trunk), _state(branch)
+    for k in a:
+        if "running_" not in k and "num_batches" not in k:  # batch-norm statistics move without a step
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    # an interrupted branch resumes from its own checkpoint, not from the trunk again
+    cfg = branch_config(trunk, {"steps": 4, "eval_every": 2}, seed=2)
+    straight = train(cfg.replace(run_name="straight"), model=TinySeg(), progress=False)
+    train(cfg.replace(run_name="cut"), model=TinySeg(), stop_after=2, progress=False)
+    resumed = train(cfg.replace(run_name="cut"), model=TinySeg(), progress=False)
+    assert _without_time(resumed.metrics()) == _without_time(straight.metrics())
+    for k, v in _state(straight).items():
+        torch.testing.assert_close(v, _state(resumed)[k], rtol=0, atol=0)
+
+
+def test_branch_of_a_missing_or_unfinished_trunk_is_refused(tiny_root):
+    from trashlib.training import train
+
+    with pytest.raises(ValueError, match="no run folder there"):
+        train(small_cfg(tiny_root, init_from="no-such-run"), model=TinySeg(), progress=False)
+    torch.manual_seed(0)
+    cut = train(small_cfg(tiny_root, steps=4, eval_every=None), model=TinySeg(), stop_after=2, progress=False)
+    with pytest.raises(ValueError, match="has not finished"):
+        train(small_cfg(tiny_root, init_from=cut.name), model=TinySeg(), progress=False)
+
+
+def test_working_resolution_trains_small_and_scores_at_full_size(tiny_root):
+    from trashlib.training import train
+    from trashlib.training.augment import seed_transform, train_transform
+
+    transform = train_transform(image_size=32, scale_range=(1.0, 1.0), hflip=0, color_jitter=0, work_size=32)
+    seed_transform(transform, 0)
+    image = np.zeros((128, 96, 3), np.uint8)
+    mask = np.zeros((128, 96), np.uint8)
+    mask[:, 48:] = 3
+    out = transform(image=image, mask=mask)
+    assert out["image"].shape == (32, 32, 3)  # longer side 128 -> 32, the 24-wide side padded
+    assert set(np.unique(out["mask"][:, :24])) <= {0, 3} and (out["mask"] == 255).sum() == 32 * 8
+    torch.manual_seed(0)
+    run = train(small_cfg(tiny_root, steps=2, eval_every=None, image_size=32, work_size=32), model=TinySeg(),
+                progress=False)
+    assert "-r32" in run.name
+    (record,) = run.metrics("eval")
+    assert 0 <= record["mIoU"] <= 1  # scored against the full-size label maps

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import yaml
 
+from trashlib.classes import CLASS_NAMES
 from trashlib.io import atomic_open
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CLASS_WEIGHTING = (None, "cdb")
+COPY_PASTE = ("none", "online", "offline")
+CP_DONORS = ("uniform", "inverse", "classes", "classmix")
 
 
 def option(default, help: str, *, identity: bool = True, **cli):
@@ -49,7 +52,14 @@ class TrainConfig:
     steps: int = option(1000, "optimizer steps")
     batch_size: int = option(8, "images per device per micro-batch")
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
-    image_size: int = option(512, "square training crop, in pixels")
+    image_size: int = option(512, "square training crop, in pixels (at the working resolution)")
+    work_size: int | None = option(None, "working resolution: every image is resized so that its longer side is "
+                                         "this many pixels before augmentation, validation and prediction, and "
+                                         "predictions are upsampled to the label maps' size for scoring "
+                                         "(None: the images' own size)")
+    init_from: str | None = option(None, "a finished run (folder, or name in the runs folder) whose last weights "
+                                         "start this run: a branch of a trunk run, with a fresh optimizer and "
+                                         "schedule (None: random init or `pretrained`)")
     lr: float = option(1e-4, "head learning rate (AdamW)")
     weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases and embeddings)")
     backbone_lr_mult: float = option(0.1, "backbone learning rate = lr x this (1 for random init)")
@@ -64,6 +74,24 @@ class TrainConfig:
                                               nargs=2, metavar=("LOW", "HIGH"))
     hflip: float = option(0.5, "horizontal flip probability")
     color_jitter: float = option(0.2, "brightness/contrast/saturation jitter strength (0: off)")
+    # copy & paste (trashlib.copy_paste, trashlib.data.pasted): one recipe, applied online or offline
+    copy_paste: str = option("none", "copy & paste augmentation: none; online (a new paste each time an image is "
+                                     "drawn); offline (cp_copies pasted copies of every training image written once "
+                                     "under data/interim/label-maps/ and trained on beside the originals)",
+                             choices=COPY_PASTE)
+    cp_donors: str = option("uniform", "what is pasted: objects drawn uniform (every object equally likely), inverse "
+                                       "(a class with probability 1 / its object count), classes (objects of "
+                                       "cp_classes only), or classmix (every pixel of a random half of the classes "
+                                       "of another training image)", choices=CP_DONORS)
+    cp_classes: tuple[str, ...] = option((), "class names pasted with cp_donors=classes", nargs="*")
+    cp_prob: float = option(0.5, "online: probability that a drawn image gets a paste (offline copies are all pasted: "
+                                 "N copies beside the originals paste N/(N+1) of the images drawn)")
+    cp_max_objects: int = option(3, "objects pasted per image: 1 to this many, each on top of the last")
+    cp_scale: tuple[float, float] = option((0.5, 1.5), "random scale of a pasted object, relative to its size in its "
+                                                       "own photo", nargs=2, metavar=("LOW", "HIGH"))
+    cp_blend_sigma: float = option(1.0, "edge blending: sigma in pixels of the Gaussian that feathers a pasted "
+                                        "object's edge (0: hard edges); labels follow the hard edge")
+    cp_copies: int = option(1, "offline: pasted copies per training image")
     eval_every: int | None = option(500, "evaluate every N steps, and always at the end (None: only at the end)")
     eval_max_images: int | None = option(None, "evaluate on the first N validation images (None: all)")
     save_every: int | None = option(None, "last-checkpoint interval in steps (None: at every evaluation)",
@@ -94,6 +122,12 @@ class TrainConfig:
         if isinstance(self.extra_train, str):
             self.extra_train = (self.extra_train,)
         self.extra_train = tuple(str(p) for p in self.extra_train)
+        if isinstance(self.cp_classes, str):
+            self.cp_classes = (self.cp_classes,)
+        # one spelling per set of classes: the table's names, in class-id order, so identity and name agree
+        canonical = {n.lower(): n for n in CLASS_NAMES}
+        if all(isinstance(n, str) and n.lower() in canonical for n in self.cp_classes):
+            self.cp_classes = tuple(sorted({canonical[n.lower()] for n in self.cp_classes}, key=CLASS_NAMES.index))
         problems = list(self._problems())
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
@@ -106,9 +140,9 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 yield f"{name} must be a positive integer{' or None' if allow_none else ''}, got {v!r}"
 
-        for name in ("steps", "batch_size", "grad_accum", "image_size", "log_every"):
+        for name in ("steps", "batch_size", "grad_accum", "image_size", "log_every", "cp_max_objects", "cp_copies"):
             yield from positive_int(name)
-        for name in ("eval_every", "eval_max_images", "save_every"):
+        for name in ("eval_every", "eval_max_images", "save_every", "work_size"):
             yield from positive_int(name, allow_none=True)
         hints = typing.get_type_hints(type(self))
         not_numbers = []
@@ -143,6 +177,7 @@ class TrainConfig:
             yield f"hflip must be a probability in [0, 1], got {self.hflip}"
         if not 0 <= self.color_jitter <= 1:
             yield f"color_jitter must be in [0, 1], got {self.color_jitter}"
+        yield from self._copy_paste_problems()
         if self.mixed_precision not in MIXED_PRECISION:
             yield f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
         if self.class_weighting not in CLASS_WEIGHTING:
@@ -151,10 +186,32 @@ class TrainConfig:
             yield "class_weighting='cdb' needs a val_split (weights come from validation IoU)"
         if self.cdb_tau < 0:
             yield f"cdb_tau must be >= 0, got {self.cdb_tau}"
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
+            yield f"init_from must be a run folder or run name, got {self.init_from!r}"
         if self.resume and self.restart:
             yield "resume and restart exclude each other: --resume continues a run, --restart starts it over"
         if self.num_workers is not None and self.num_workers < 0:
             yield f"num_workers must be >= 0 or None, got {self.num_workers}"
+
+    def _copy_paste_problems(self):
+        if self.copy_paste not in COPY_PASTE:
+            yield f"copy_paste must be one of {COPY_PASTE}, got {self.copy_paste!r}"
+        if self.cp_donors not in CP_DONORS:
+            yield f"cp_donors must be one of {CP_DONORS}, got {self.cp_donors!r}"
+        unknown = [n for n in self.cp_classes if not isinstance(n, str) or n.lower() not in
+                   {c.lower() for c in CLASS_NAMES[1:]}]
+        if unknown:
+            yield f"cp_classes must be class names other than Background ({', '.join(CLASS_NAMES[1:])}), got {unknown!r}"
+        if self.cp_donors == "classes" and not self.cp_classes:
+            yield "cp_donors='classes' needs the classes to paste in cp_classes"
+        if self.cp_classes and self.cp_donors != "classes":
+            yield f"cp_classes is used only with cp_donors='classes', not {self.cp_donors!r}: drop it or change cp_donors"
+        if not 0 <= self.cp_prob <= 1:
+            yield f"cp_prob must be a probability in [0, 1], got {self.cp_prob}"
+        if len(self.cp_scale) != 2 or not (0 < self.cp_scale[0] <= self.cp_scale[1]):
+            yield f"cp_scale must be (low, high) with 0 < low <= high, got {self.cp_scale!r}"
+        if self.cp_blend_sigma < 0:
+            yield f"cp_blend_sigma must be >= 0 (0: hard edges), got {self.cp_blend_sigma}"
 
     # -- derived values --------------------------------------------------------------------------
     @property
@@ -166,6 +223,22 @@ class TrainConfig:
     def workers(self) -> int:
         """DataLoader workers actually used."""
         return self.num_workers if self.num_workers is not None else min(8, max(1, (os.cpu_count() or 2) - 1))
+
+    @property
+    def copy_paste_tag(self) -> str:
+        """The copy-paste part of the run name: "" (none), _cp-MODE-DONORS or _classmix[-MODE].
+
+        MODE is online, offline or offlineN (N copies per image); DONORS is uniform, inverse or the
+        pasted classes (_cp-online-battery.clothing). Probability, scale, objects and blending are not
+        spelled out: a name already holding another config gets the config hash appended.
+        """
+        if self.copy_paste == "none":
+            return ""
+        mode = "online" if self.copy_paste == "online" else f"offline{self.cp_copies if self.cp_copies > 1 else ''}"
+        if self.cp_donors == "classmix":
+            return "_classmix" + ("" if mode == "online" else f"-{mode}")
+        donors = ".".join(n.lower().replace(" ", "") for n in self.cp_classes) if self.cp_classes else self.cp_donors
+        return f"_cp-{mode}-{donors}"
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict:

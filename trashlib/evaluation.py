@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
-from trashlib.data import TrashDataset
+from trashlib.data import TrashDataset, build_train_dataset
 from trashlib.io import read_json
 from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, miou, scores
 from trashlib.models.profile import count_gflops, time_inference
@@ -129,6 +129,25 @@ def train_seconds_per_step(run) -> float:
         return float("nan")
     rate = train["time"].diff() / train["step"].diff()
     return float(rate.dropna().median())
+
+
+def training_budget(run) -> dict:
+    """What a run cost: steps, images seen, epochs of its training set, crop and working size, minutes."""
+    cfg = run.config
+    seen = cfg.steps * cfg.batch_size * cfg.grad_accum
+    n = len(build_train_dataset(cfg))
+    train = run.metrics("train")
+    minutes = (train[-1]["time"] / 60) if train else float("nan")
+    return {"steps": cfg.steps, "batch": cfg.batch_size * cfg.grad_accum, "images_seen": seen,
+            "train_images": n, "epochs": seen / n, "crop": cfg.image_size, "work_size": cfg.work_size,
+            "minutes": minutes}
+
+
+def learning_curve(run) -> pd.DataFrame:
+    """A run's evaluations: step, minutes of training, val mIoU and per-class IoU (one row per evaluation)."""
+    rows = [{"step": r["step"], "minutes": r["time"] / 60, "val mIoU": r["mIoU"],
+             **{c: r["per_class_iou"].get(c) for c in CLASS_NAMES}} for r in run.metrics("eval")]
+    return pd.DataFrame(rows, columns=["step", "minutes", "val mIoU", *CLASS_NAMES])
 
 
 def compare_runs(runs, *, evaluations: dict | None = None, floor: Scores | None = None, infer_size: int = 512,

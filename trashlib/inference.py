@@ -6,6 +6,7 @@ evaluation, ensembling, CRF and submission code iterate over; the split is never
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -25,14 +26,21 @@ from trashlib.runs import Run
 
 @dataclass(frozen=True)
 class TTA:
-    """Test-time augmentation: horizontal flip, input scales, sliding window (size, stride); `tag` names it."""
+    """Test-time augmentation: horizontal flip, input scales, sliding window (size, stride); `tag` names it.
+
+    `size` is the working resolution (a run's `work_size`): the image's longer side is resized to it
+    first, the scales are relative to it, and probabilities come back at the image's own size.
+    """
 
     hflip: bool = False
     scales: tuple[float, ...] = (1.0,)
     window: tuple[int, int] | None = None
+    size: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1):
+            raise ValueError(f"TTA size must be a positive number of pixels or None, got {self.size!r}")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"TTA scales must be positive numbers, got {self.scales}")
         if self.window is not None:
@@ -44,7 +52,8 @@ class TTA:
     @property
     def tag(self) -> str:
         """Folder tag, e.g. "hflip_s0.75-1-1.25_w512-384" ("plain" for none)."""
-        parts = ["hflip"] if self.hflip else []
+        parts = [f"r{self.size}"] if self.size else []
+        parts += ["hflip"] if self.hflip else []
         if self.scales != (1.0,):
             parts.append("s" + "-".join(f"{s:g}" for s in self.scales))
         if self.window:
@@ -52,7 +61,12 @@ class TTA:
         return "_".join(parts) or "plain"
 
     def as_dict(self) -> dict:
-        return {"hflip": self.hflip, "scales": list(self.scales), "window": list(self.window) if self.window else None}
+        return {"hflip": self.hflip, "scales": list(self.scales), "window": list(self.window) if self.window else None,
+                "size": self.size}
+
+    def at(self, size: int | None) -> "TTA":
+        """This TTA at working resolution `size` (unchanged when it already has one or `size` is None)."""
+        return self if self.size is not None or size is None else dataclasses.replace(self, size=int(size))
 
 
 # -- tensor functions ------------------------------------------------------------------------------
@@ -88,6 +102,8 @@ def sliding_window(model, images: torch.Tensor, *, size: int, stride: int) -> to
 def predict_tta(model, images: torch.Tensor, tta: TTA = TTA()) -> torch.Tensor:
     """Probabilities averaged over `tta`'s scales (resize in, predict, resize back bilinearly) and flips.
 
+    Scales are relative to `tta.size` (the working resolution) when it is set, else to the image.
+
     Shape:
         images: (N, 3, H, W) float in [0, 1]
         returns: (N, C, H, W), summing to 1 over C
@@ -95,9 +111,12 @@ def predict_tta(model, images: torch.Tensor, tta: TTA = TTA()) -> torch.Tensor:
     n, _, h, w = images.shape
     hflip, window = tta.hflip, tta.window
     total, views = None, 0
-    for s in tta.scales:
+    base = tta.size / max(h, w) if tta.size else 1.0
+    for scale in tta.scales:
+        s = scale * base
+        # antialias when shrinking: the training pipeline shrinks to the working resolution by area averaging
         x = images if s == 1 else F.interpolate(images, size=(round(h * s), round(w * s)), mode="bilinear",
-                                                 align_corners=False)
+                                                 align_corners=False, antialias=s < 1)
         batch = torch.cat([x, x.flip(-1)]) if hflip else x  # one forward for both views
         if window is None:
             p = model.predict_proba(batch)
@@ -166,12 +185,16 @@ def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = TTA
 
     The run, the split and the writability of the output folder are checked before the model is loaded.
 
-    `run_or_model`: a Run, a run folder, or a SegmentationModel. Output: probs.store_dir(run name,
+    `run_or_model`: a Run, a run folder, or a SegmentationModel; a run predicts at its working
+    resolution (`tta.at(config.work_size)`) unless `tta.size` says otherwise. Output: probs.store_dir(run name,
     data root, split, TTA tag), or a folder of that name under `out_dir`. `max_images` predicts only
     the first images of the split (quick looks; never for a submission).
     """
     # Cheap checks first: the run, the split and the output folder, then the model.
     desc, source, load = _model_source(run_or_model, which, device)
+    if isinstance(run_or_model, (str, os.PathLike, Run)):  # a run predicts at its working resolution
+        run = run_or_model if isinstance(run_or_model, Run) else Run(run_or_model)
+        tta = tta.at(run.config.work_size)
     dataset = TrashDataset(data_root, split=split)
     tag = tta.tag + (f"-first{max_images}" if max_images else "")
     folder = store_dir(source, dataset.root, split, tag)

@@ -1,10 +1,12 @@
 """Report profiles and notebook parameters: what papermill injects into each notebook.
 
-A profile file (trashlib/profiles/*.yaml, or any YAML path) has four top-level keys: `description`;
+A profile file (trashlib/profiles/*.yaml, or any YAML path) has these top-level keys: `description`;
 `defaults`, parameters for every notebook that declares them (data_root); `training`, the training
 budget (TrainConfig fields) that every training notebook receives as its one `training` parameter and
-turns into a config with `training_config`; and `notebooks`, per notebook its parameters, where a
-`training:` mapping overrides single budget keys. Every key must name a parameter of its notebook's
+turns into a config with `training_config` (02 trains it once as the trunk run); `branch`, the
+TrainConfig fields a paired comparison's arms change when they continue from the trunk
+(`branch_config`); `seeds`, the seeds of every compared arm; and `notebooks`, per notebook its
+parameters, where a `training:` mapping overrides single budget keys. Every key must name a parameter of its notebook's
 `parameters` cell: a typo is an error naming the file, not a warning.
 """
 from __future__ import annotations
@@ -22,8 +24,9 @@ from trashlib import paths
 from trashlib.config import TrainConfig
 
 PROFILES_DIR = paths.PACKAGE_DIR / "profiles"
-PROFILE_KEYS = ("description", "defaults", "training", "notebooks")
+PROFILE_KEYS = ("description", "defaults", "training", "branch", "seeds", "notebooks")
 NOT_BUDGET = ("model", "data_root")  # a notebook chooses its models; data_root comes from defaults or --data
+NOT_BRANCH = NOT_BUDGET + ("init_from", "seed")  # a branch starts from the trunk with each of the seeds
 BUDGET_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - set(NOT_BUDGET)
 
 
@@ -65,11 +68,26 @@ def _read_profile(path: Path) -> dict:
         if "training" in block:
             block["training"] = _mapping(block["training"], f"{path}: notebooks.{name}.training")
         prof["notebooks"][str(name)] = block
+    prof["branch"] = _mapping(data.get("branch"), f"{path}: branch")
+    prof["seeds"] = _seeds(data.get("seeds", [0]), f"{path}: seeds")
     _check_budget(path, "training", prof["training"])
+    fixed = sorted(set(prof["branch"]) & set(NOT_BRANCH))
+    if fixed:
+        raise ValueError(f"{path}: branch sets {fixed}; a branch takes its model and data from the trunk, "
+                         "starts from it, and runs once per seed in `seeds`")
+    _check_budget(path, "branch", {**prof["training"], **prof["branch"]})
     for name, block in prof["notebooks"].items():
         if "training" in block:
             _check_budget(path, f"notebooks.{name}.training", {**prof["training"], **block["training"]})
     return prof
+
+
+def _seeds(value, where: str) -> list[int]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+            or len(set(value)) != len(value)):
+        raise ValueError(f"{where} must be a list of distinct non-negative integers, got {value!r}")
+    return list(value)
 
 
 def _check_budget(path: Path, where: str, budget: dict) -> None:
@@ -135,6 +153,26 @@ def training_config(training: dict | None = None, **varied) -> TrainConfig:
     return TrainConfig.from_dict(config)
 
 
+def branch_config(trunk, branch: dict | None = None, *, seed: int = 0, **varied) -> TrainConfig:
+    """The config of one arm of a paired comparison: the trunk run's config, continued from its last weights.
+
+    `trunk` is a finished Run; `branch` the profile's `branch:` fields (None: the smoke profile's), with
+    a fresh warmup and schedule unless it sets them; `varied` what the arm changes (copy-paste settings,
+    extra training sets). Every arm, the "none" one included, runs the same steps for each seed, so a
+    difference between arms comes from what they vary, not from the initialisation.
+    """
+    if branch is None:
+        branch = _read_profile(_profile_path("smoke"))["branch"]
+    config = {k: v for k, v in trunk.config.to_dict().items()
+              if k not in ("run_name", "out_dir", "resume", "restart")}
+    config.update({"warmup_steps": None, **_mapping(branch, "branch"), **varied})
+    config.update(init_from=trunk.name if trunk.path.parent.resolve() == Path(paths.RUNS_DIR).resolve()
+                  else str(trunk.path), seed=seed, resume=True)
+    if "log_every" not in branch and "log_every" not in varied:
+        config["log_every"] = max(1, config["steps"] // 25)
+    return TrainConfig.from_dict(config)
+
+
 def notebook_parameter_names(nb_path: str | os.PathLike) -> list[str]:
     """The names assigned in a notebook's `parameters`-tagged cell (what papermill may override)."""
     nb = json.loads(Path(nb_path).read_text(encoding="utf-8"))
@@ -171,6 +209,10 @@ def notebook_parameters(profile: dict, notebook: str, *, data_root: str | None =
     params = {**profile["defaults"], **block}
     if "training" in declared:
         params["training"] = {**(profile["training"] or _smoke_training()), **block.get("training", {})}
+    if "branch" in declared and "branch" not in block:
+        params["branch"] = profile.get("branch") or {}
+    if "seeds" in declared and "seeds" not in block:
+        params["seeds"] = profile.get("seeds") or [0]
     if data_root is not None:  # absolute: the kernel runs in the notebooks' folder, not the caller's
         params["data_root"] = str(Path(data_root).expanduser().resolve())
     return {k: v for k, v in params.items() if k in declared}

@@ -41,9 +41,14 @@ def runs_dir() -> Path:
 
 
 def run_name(cfg: TrainConfig) -> str:
-    """The readable name of a config: model-size_bBATCHxSTEPS_DATA-CROP (batch = per device x accumulation)."""
+    """The readable name of a config: model-size_bBATCHxSTEPS_DATA-CROP (batch = per device x accumulation),
+    then -rWORK for a working resolution, _branch for a run started from a trunk, _sSEED for seeds but 0."""
     data = Path(cfg.data_root).name if cfg.data_root else "default-data"
     name = f"{cfg.model}-{cfg.size}_b{cfg.batch_size * cfg.grad_accum}x{cfg.steps}_{data}-{cfg.image_size}"
+    name += f"-r{cfg.work_size}" if cfg.work_size else ""
+    name += "_branch" if cfg.init_from else ""
+    name += cfg.copy_paste_tag  # _cp-online-inverse, _cp-offline-uniform, _classmix, ... ("" without copy & paste)
+    name += f"_s{cfg.seed}" if cfg.seed else ""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
@@ -217,6 +222,16 @@ class Run:
         state = load_weights(path, prefix="model/" if path.name == checkpoint.WEIGHTS_FILE else "")
         model.load_state_dict(state)
         return model.to(device).eval()
+
+
+def resolve_run(name_or_path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Run:
+    """The run at a folder path, or named so in `root` (default: the runs folder); ValueError when neither is one."""
+    path = Path(name_or_path)
+    if not (path / CONFIG_FILE).is_file():
+        path = (Path(root) if root else runs_dir()) / str(name_or_path)
+    if not (path / CONFIG_FILE).is_file():
+        raise ValueError(f"{name_or_path}: no run folder there, nor of that name in {Path(root) if root else runs_dir()}")
+    return Run(path)
 
 
 def list_runs(root: str | os.PathLike | None = None) -> list[Run]:

@@ -280,3 +280,19 @@ def plot_confusion_matrix(confusion: np.ndarray, *, class_names: Sequence[str] =
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
+
+
+def plot_learning_curve(step, minutes, miou, *, lines: dict[str, float] | None = None, title: str = ""):
+    """Val mIoU against optimizer steps (left) and wall-clock minutes (right), with horizontal reference
+    `lines` such as {"colour-only floor": 0.15, "target": 0.30}."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    for ax, xs, label in zip(axes, (step, minutes), ("optimizer step", "training minutes (2 CPU cores)")):
+        ax.plot(np.asarray(xs, float), np.asarray(miou, float), marker="o", ms=4, label="val mIoU")
+        for i, (name, value) in enumerate((lines or {}).items()):
+            ax.axhline(value, ls="--", lw=1, color=f"C{i + 1}", label=name)
+        ax.set_xlabel(label), ax.grid(alpha=0.3)
+    axes[0].set_ylabel("val mIoU (whole split)")
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -16,11 +16,11 @@ SWIN = {
 }
 
 # Mask2Former head; {} = transformers' defaults (hidden 256, 100 queries, 6 encoder / 10 decoder layers,
-# 12544 loss points per mask). tiny samples 4096 points: a 256x256 crop has 64x64 = 4096 mask-logit
+# 12544 loss points per mask). tiny samples 1024 points: a 128x128 working image has 32x32 = 1024 mask-logit
 # pixels, and the default made the Hungarian matcher's cost matrices 3/4 of a CPU training step.
 MASK2FORMER_HEAD = {
     "tiny": dict(feature_size=128, mask_feature_size=128, hidden_dim=128, encoder_feedforward_dim=512,
-                 dim_feedforward=512, num_queries=50, encoder_layers=2, decoder_layers=4, train_num_points=4096),
+                 dim_feedforward=512, num_queries=50, encoder_layers=2, decoder_layers=4, train_num_points=1024),
     "base": {},
     "large": {},
 }

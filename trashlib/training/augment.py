@@ -1,7 +1,9 @@
 """Training augmentation (albumentations): multi-scale rescale, crop with ignore padding, flip, colour.
 
-The pipeline is the mmsegmentation one trimmed to what the competition needs: rescale the image by a
-random factor in `scale_range` (relative to its own size, so 512-pixel photos are seen at 256..1024),
+The pipeline is the mmsegmentation one trimmed to what the competition needs: optionally bring the image
+to the working resolution (`work_size`: its longer side, area interpolation for the image, nearest for the
+mask), rescale it by a random factor in `scale_range` (relative to that size, so 512-pixel photos are seen
+at 256..1024 without a working resolution),
 take a random `image_size` crop (padding with 0 in the image and `ignore_index` in the mask where the
 rescaled image is smaller), flip horizontally, jitter colour. Evaluation uses the full image, untouched.
 """
@@ -20,10 +22,13 @@ from trashlib.classes import IGNORE_INDEX  # noqa: E402
 
 
 def train_transform(*, image_size: int, scale_range=(0.5, 2.0), hflip: float = 0.5,
-                    color_jitter: float = 0.2, ignore_index: int = IGNORE_INDEX):
+                    color_jitter: float = 0.2, work_size: int | None = None, ignore_index: int = IGNORE_INDEX):
     """The albumentations Compose for training crops (call `seed_transform` before each item)."""
     lo, hi = scale_range
     steps = []
+    if work_size is not None:  # deterministic: draws no random number, so seeds mean the same with or without
+        steps.append(A.LongestMaxSize(max_size=work_size, interpolation=cv2.INTER_AREA,
+                                      mask_interpolation=cv2.INTER_NEAREST, p=1.0))
     if (lo, hi) != (1.0, 1.0):
         # RandomScale draws the factor from 1 + scale_limit; masks use nearest-neighbour.
         steps.append(A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR, p=1.0))
@@ -40,7 +45,7 @@ def train_transform(*, image_size: int, scale_range=(0.5, 2.0), hflip: float = 0
 def transform_from_config(cfg):
     """`train_transform` with a TrainConfig's settings."""
     return train_transform(image_size=cfg.image_size, scale_range=cfg.scale_range, hflip=cfg.hflip,
-                           color_jitter=cfg.color_jitter)
+                           color_jitter=cfg.color_jitter, work_size=cfg.work_size)
 
 
 def item_seed(seed: int, position: int) -> int:

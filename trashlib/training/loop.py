@@ -27,6 +27,7 @@ from trashlib.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, lo
                                  save_training_state, save_weights)
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
+from trashlib.data.pasted import online_paster
 from trashlib.io import write_json
 from trashlib.models import build_model
 from trashlib.training.augment import transform_from_config
@@ -85,6 +86,14 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     its first checkpoint removes what it wrote, so no half-made run folder is left behind.
     """
     cfg = cfg.replace(data_root=str(resolve_data_root(cfg.data_root)))
+    trunk = None
+    if cfg.init_from is not None:  # one spelling per trunk (its name beside this run, else its full path)
+        base = Path(cfg.out_dir) if cfg.out_dir else runs.runs_dir()
+        trunk = runs.resolve_run(cfg.init_from, root=base)
+        if not trunk.finished:
+            raise ValueError(f"init_from {trunk.path}: the trunk run has not finished; train it first")
+        same = trunk.path.parent.resolve() == base.resolve()
+        cfg = cfg.replace(init_from=trunk.name if same else str(trunk.path.resolve()))
     run_dir = runs.run_dir_for(cfg)
     if not force and finished_run(run_dir, cfg):
         print(f"reusing finished run {run_dir} (force=True retrains)")
@@ -97,7 +106,14 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     # what can fail on bad input happens before the folder is touched (the data set-up draws no random numbers)
     if model is None:
         model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
-    stream = TrainStream(build_train_dataset(cfg), transform_from_config(cfg), seed=cfg.seed)
+    if trunk is not None and not resuming:  # a branch: the trunk's last weights, a fresh optimizer and schedule
+        try:
+            trunk.load_model("last", model=model)
+        except RuntimeError as e:
+            raise ValueError(f"init_from {trunk.path}: its weights do not fit {cfg.model}-{cfg.size} "
+                             f"({str(e).splitlines()[0].rstrip(':. ')})") from None
+        model.train()
+    stream = TrainStream(build_train_dataset(cfg), transform_from_config(cfg), seed=cfg.seed, paste=online_paster(cfg))
     val_set = TrashDataset(cfg.data_root, split=cfg.val_split) if cfg.val_split else None
     accelerator.wait_for_everyone()  # every process has read the folder before the main one changes it
     try:
@@ -250,7 +266,7 @@ class _Evaluator:
         acc, cfg = self.accelerator, self.cfg
         loader = item_loader(self.dataset, self.indices, batch_size=cfg.batch_size, workers=min(cfg.workers, 2))
         scores = validate(self.raw, loader, device=acc.device, num_classes=self.raw.num_classes,
-                          autocast=acc.autocast, reduce=self._reduce)
+                          autocast=acc.autocast, reduce=self._reduce, work_size=cfg.work_size)
         record = {"kind": "eval", "step": step, "split": cfg.val_split, "images": self.n, **scores.as_dict(),
                   "time": self.state["elapsed"]}
         if np.isfinite(scores.miou) and (self.state["best_miou"] is None or scores.miou > self.state["best_miou"]):

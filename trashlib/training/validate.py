@@ -1,6 +1,7 @@
 """The training loop's validation with the competition metric, and the CDB class weights derived from it.
 
-Images are scored at their full size: argmax of `predict_proba`, one confusion matrix summed over
+Images are scored at their full size: argmax of `predict_proba` (at the working resolution `work_size`
+when given, upsampled bilinearly to the label map's size, as `inference.predict` does), one confusion matrix summed over
 the split (trashlib.metrics), batches streamed from `batching.item_loader` so the split is never in
 memory. Scoring stored predictions (after TTA, ensembles, CRF) is `trashlib.evaluation`'s job.
 """
@@ -13,16 +14,18 @@ import torch
 
 from trashlib.batching import images_to_tensor, same_size_groups
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
+from trashlib.inference import TTA, predict_tta
 from trashlib.metrics import ConfusionMeter, Scores, scores
 
 
 @torch.no_grad()
 def validate(model, loader, *, device="cpu", num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
-             autocast=contextlib.nullcontext, reduce=None) -> Scores:
+             autocast=contextlib.nullcontext, reduce=None, work_size: int | None = None) -> Scores:
     """Competition scores of `model` over the (index, image, mask) batches of `loader`.
 
     `reduce` (e.g. a sum over processes) is applied to the confusion matrix before scoring.
     """
+    tta = TTA(size=work_size)
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(num_classes=num_classes, ignore_index=ignore_index)
@@ -31,7 +34,7 @@ def validate(model, loader, *, device="cpu", num_classes: int = NUM_CLASSES, ign
             for group in same_size_groups(batch):
                 x = images_to_tensor([g[1] for g in group], device)
                 with autocast():
-                    probs = model.predict_proba(x)
+                    probs = predict_tta(model, x, tta) if work_size else model.predict_proba(x)
                 pred = probs.argmax(1).to("cpu", torch.uint8).numpy()
                 meter.update(pred, np.stack([g[2] for g in group]))
     finally:
