@@ -89,8 +89,9 @@ class TrainConfig:
     cp_max_objects: int = option(3, "objects pasted per image: 1 to this many, each on top of the last")
     cp_scale: tuple[float, float] = option((0.5, 1.5), "random scale of a pasted object, relative to its size in its "
                                                        "own photo", nargs=2, metavar=("LOW", "HIGH"))
-    cp_blend_sigma: float = option(1.0, "edge blending: sigma in pixels of the Gaussian that feathers a pasted "
-                                        "object's edge (0: hard edges); labels follow the hard edge")
+    cp_blend_sigma: float = option(1.0, "edge blending: sigma of the Gaussian that feathers a pasted object's edge, "
+                                        "in pixels of the photo at its own size (0: hard edges); labels follow the "
+                                        "hard edge")
     cp_copies: int = option(1, "offline: pasted copies per training image")
     eval_every: int | None = option(500, "evaluate every N steps, and always at the end (None: only at the end)")
     eval_max_images: int | None = option(None, "evaluate on the first N validation images (None: all)")
@@ -201,11 +202,13 @@ class TrainConfig:
         unknown = [n for n in self.cp_classes if not isinstance(n, str) or n.lower() not in
                    {c.lower() for c in CLASS_NAMES[1:]}]
         if unknown:
-            yield f"cp_classes must be class names other than Background ({', '.join(CLASS_NAMES[1:])}), got {unknown!r}"
+            yield (f"cp_classes must be class names other than Background ({', '.join(CLASS_NAMES[1:])}), "
+                   f"got {unknown!r}")
         if self.cp_donors == "classes" and not self.cp_classes:
             yield "cp_donors='classes' needs the classes to paste in cp_classes"
         if self.cp_classes and self.cp_donors != "classes":
-            yield f"cp_classes is used only with cp_donors='classes', not {self.cp_donors!r}: drop it or change cp_donors"
+            yield (f"cp_classes is used only with cp_donors='classes', not {self.cp_donors!r}: drop it or change "
+                   "cp_donors")
         if not 0 <= self.cp_prob <= 1:
             yield f"cp_prob must be a probability in [0, 1], got {self.cp_prob}"
         if len(self.cp_scale) != 2 or not (0 < self.cp_scale[0] <= self.cp_scale[1]):

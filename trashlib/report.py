@@ -1,4 +1,4 @@
-"""The report: run the numbered notebooks with papermill, render HTML, write an index page.
+"""The report: run the numbered notebooks with papermill, render HTML, write the wrap-up page (index.html).
 
 Notebooks record their key numbers with `save_metrics` and their figures with `save_figure`, so later
 notebooks and the index read results instead of retraining. A profile (smoke, cpu, gpu, or a YAML
@@ -10,7 +10,6 @@ Profiles and the parameters they give each notebook are `trashlib.parameters`.
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import math
 import os
@@ -22,6 +21,7 @@ import numpy as np
 from trashlib import paths
 from trashlib.io import atomic_open, write_json
 from trashlib.parameters import load_profile, notebook_parameters, notebook_paths
+from trashlib.wrapup import build_page
 
 
 def _jsonable(obj):
@@ -68,6 +68,56 @@ def reported_runs(notebooks) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
+
+
+def _names(value, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{where} must be a run name or a list of run names, got {value!r}")
+    return value
+
+
+def reported_run_groups(notebooks) -> dict[str, list[str]]:
+    """Run names that notebooks recorded in their metrics, grouped so that the seeds of one arm share a group.
+
+    Read per notebook, labelled with its number: "run_names" (one group, "02 seeds"), "trunk_run"
+    ("02 trunk"), "run" and "runs" (a group per run, labelled by the run's model, "03 mask2former-dinat-tiny"),
+    "variants" ({name: {"run_names": [...]}}, a group per variant, "04 online"). A notebook that has
+    not run is skipped; a run already in an earlier group is not repeated; a malformed entry is a
+    ValueError naming the metrics file and the key.
+    """
+    groups: dict[str, list[str]] = {}
+    seen: set[str] = set()
+
+    def add(label: str, names: list[str]) -> None:
+        fresh = [n for n in dict.fromkeys(names) if n not in seen]
+        seen.update(fresh)
+        if fresh:
+            groups.setdefault(label, []).extend(fresh)
+
+    for nb in notebooks:
+        m = load_metrics(nb)
+        if m is None:
+            continue
+        where, number = paths.REPORTS_DIR / "metrics" / f"{nb}.json", nb.split("_", 1)[0]
+        if not isinstance(m, dict):
+            raise ValueError(f"{where}: the metrics must be a JSON object, got {type(m).__name__}")
+        if "run_names" in m:
+            add(f"{number} seeds", _names(m["run_names"], f"{where}: run_names"))
+        if m.get("trunk_run") is not None:
+            add(f"{number} trunk", _names(m["trunk_run"], f"{where}: trunk_run"))
+        for key in ("run", "runs"):
+            for name in _names(m[key], f"{where}: {key}") if m.get(key) is not None else []:
+                add(f"{number} {name.split('_', 1)[0]}", [name])
+        variants = m.get("variants") or {}
+        if not isinstance(variants, dict):
+            raise ValueError(f"{where}: variants must be a mapping of name to {{run_names: [...]}}")
+        for variant, record in variants.items():
+            if not isinstance(record, dict) or "run_names" not in record:
+                raise ValueError(f"{where}: variants.{variant} must be a mapping with run_names")
+            add(f"{number} {variant}", _names(record["run_names"], f"{where}: variants.{variant}.run_names"))
+    return groups
 
 
 def _title(nb_path: Path) -> str:
@@ -170,32 +220,7 @@ def _merge_records(out_dir: Path, records: list[dict]) -> list[dict]:
     return sorted(kept + records, key=lambda r: r["notebook"])
 
 
-def _metric_summary(metrics: dict | None, limit: int = 8) -> str:
-    if not metrics:
-        return ""
-    items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in items[:limit])
-
-
 def write_index(records: list[dict], *, profile: str) -> Path:
-    """reports/index.html: every rendered notebook with its status, run time and key numbers."""
-    rows = []
-    for r in records:
-        link = f'<a href="{html.escape(r["notebook"])}.html">{html.escape(r["title"])}</a>'
-        status = "ok" if r["status"] == "ok" else f'<b style="color:#b00">failed</b>: {html.escape(r["error"] or "")}'
-        rows.append(f"<tr><td>{html.escape(r['notebook'])}</td><td>{link}</td><td>{status}</td>"
-                    f"<td>{r['seconds']:.0f} s</td><td>{html.escape(_metric_summary(load_metrics(r['notebook'])))}</td></tr>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>trashlib report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style>
-</head><body><h1>trashlib report</h1>
-<p>Semantic segmentation of recycling-trash photos. Profile <code>{html.escape(profile)}</code>, generated {time.strftime('%Y-%m-%d %H:%M')}.
-Each notebook is rendered with its outputs; key numbers come from <code>metrics/&lt;notebook&gt;.json</code>.</p>
-<table><tr><th>#</th><th>notebook</th><th>status</th><th>time</th><th>key numbers</th></tr>
-{''.join(rows)}
-</table></body></html>
-"""
-    path = paths.REPORTS_DIR / "index.html"
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write(page)
+    """reports/index.html, the wrap-up page (`trashlib.wrapup`), from the metrics and the notebooks' run records."""
     write_json(paths.REPORTS_DIR / "metrics" / "_runs.json", _jsonable(records))
-    return path
+    return build_page(records, profile=profile, reports_dir=paths.REPORTS_DIR)

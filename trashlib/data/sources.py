@@ -1,4 +1,5 @@
-"""The training set of a config: the COCO split plus any label-map sets, as one dataset."""
+"""The training set of a config: the COCO split plus any label-map sets (extra sets, the offline copy-paste
+set), as one dataset."""
 from __future__ import annotations
 
 import bisect
@@ -9,6 +10,7 @@ import numpy as np
 
 from trashlib.data.dataset import TrashDataset
 from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset
+from trashlib.data.pasted import materialise_pasted
 
 
 class ConcatSource:
@@ -43,11 +45,13 @@ class ConcatSource:
 
 
 def build_train_dataset(cfg):
-    """A TrainConfig's training data: `train_split` of `data_root`, then each of `extra_train`'s sets."""
+    """A TrainConfig's training data: `train_split` of `data_root`, then each of `extra_train`'s sets, then
+    the offline copy-paste set when `copy_paste` is offline (written on first use, `data.pasted`)."""
     base = TrashDataset(cfg.data_root, split=cfg.train_split)
-    if not cfg.extra_train:
-        return base
-    return ConcatSource([base, *(LabelMapDataset(folder) for folder in cfg.extra_train)])
+    extra = [LabelMapDataset(folder) for folder in cfg.extra_train]
+    if cfg.copy_paste == "offline":
+        extra.append(materialise_pasted(cfg, progress=True))
+    return ConcatSource([base, *extra]) if extra else base
 
 
 def train_fingerprint(cfg) -> str:

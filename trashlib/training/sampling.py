@@ -2,8 +2,9 @@
 
 Sample position p (counted over the whole run, across processes) is image `perm_e[p % n]` of epoch
 e = p // n, where perm_e = default_rng((seed, e)).permutation(n), augmented with a generator seeded
-from (seed, p). A run resumed at step k therefore regenerates exactly the batches k+1..., whatever
-the number of DataLoader workers. Micro-batch m of process r holds positions
+from (seed, p) (and, with online copy & paste, pasted onto first by a generator of its own from
+(seed, p)). A run resumed at step k therefore regenerates exactly the batches k+1..., whatever the
+number of DataLoader workers. Micro-batch m of process r holds positions
 (m * world + r) * batch_size + 0..batch_size-1.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from trashlib.copy_paste import paste_rng
 from trashlib.training.augment import item_seed, seed_transform
 
 
@@ -21,10 +23,14 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 class TrainStream(Dataset):
-    """Augmented (image, mask) tensors indexed by sample position (see the module docstring)."""
+    """Augmented (image, mask) tensors indexed by sample position (see the module docstring).
 
-    def __init__(self, dataset, transform, *, seed: int):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
+    `paste` (a `trashlib.copy_paste.Paster`, None: off) pastes onto each item before its augmentation, with
+    the generator `paste_rng(seed, position)`: a stream of its own, so every augmentation draw stays the same.
+    """
+
+    def __init__(self, dataset, transform, *, seed: int, paste=None):
+        self.dataset, self.transform, self.seed, self.paste = dataset, transform, seed, paste
         self.n = len(dataset)
         if self.n == 0:
             raise ValueError(f"training split is empty: {getattr(dataset, 'split', '?')}")
@@ -42,6 +48,8 @@ class TrainStream(Dataset):
         image, mask = self.dataset[i]
         if mask is None:
             raise ValueError(f"training item {i} ({self.dataset.file_names[i]}) has no mask")
+        if self.paste is not None:  # before augmenting: pasted objects are rescaled, cropped, flipped with the rest
+            image, mask = self.paste(image, mask, paste_rng(self.seed, position))
         seed_transform(self.transform, item_seed(self.seed, position))
         out = self.transform(image=image, mask=mask)
         image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))

@@ -1,0 +1,116 @@
+"""The donor bank: every object of a COCO split cut once and held in memory, for copy & paste.
+
+Online pasting draws objects for every training sample; reading a donor photo from disk each time
+would cost as much as the sample itself, so the objects are cut once (`trashlib.copy_paste.cut_donor`:
+the instance mask from the COCO segmentation, less the pixels other objects cover) and kept as
+crops. Memory is bounded by keeping at most `max_per_class` objects of a class (a uniform random
+subset, the same on every run); `counts` keeps every class's full count, so drawing a class stays
+proportional to the data. Objects of fewer than `min_area` visible pixels are skipped: a few pixels
+pasted teach nothing. Online pasting at a working resolution keeps its donors at that resolution
+(`work_size`). `donor_bank` keeps the last two banks built, so the runs of a notebook share them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from trashlib.classes import CLASS_NAMES
+from trashlib.copy_paste import Donor, cut_donor
+from trashlib.data.dataset import TrashDataset
+from trashlib.data.raster import annotation_rle
+
+MAX_PER_CLASS = 256
+MIN_AREA = 32   # visible pixels
+
+
+@dataclass
+class DonorBank:
+    """Donors by class id (`donors`), with every class's object count before the cap (`counts`)."""
+
+    donors: dict[int, list[Donor]]
+    counts: dict[int, int]
+    source: str = ""
+
+    @classmethod
+    def from_dataset(cls, dataset: TrashDataset, *, max_per_class: int = MAX_PER_CLASS,
+                     min_area: int = MIN_AREA, work_size: int | None = None, seed: int = 0) -> "DonorBank":
+        """Cut every annotated object of a TrashDataset; a bad segmentation is a DatasetError naming it.
+
+        With `work_size`, each donor is kept as it looks in its photo brought to that size (longer side):
+        what online pasting at the working resolution needs, at a fraction of the memory and resizing.
+        `min_area` counts pixels at the photo's own resolution either way.
+        """
+        rng = np.random.default_rng(seed)  # the reservoir's draws: the same subset on every run
+        donors: dict[int, list[Donor]] = {}
+        counts: dict[int, int] = {}
+        for i in range(len(dataset)):
+            anns = dataset.annotations(i)
+            if not anns:
+                continue
+            image, mask = dataset[i]
+            h, w = mask.shape
+            for k, ann in enumerate(anns):
+                cat = ann["category_id"]
+                rle = annotation_rle(ann, height=h, width=w, file=str(dataset.path), k=k)
+                visible = mask_utils.decode(rle).view(bool) & (mask == cat)
+                if int(visible.sum()) < min_area:
+                    continue
+                n = counts.get(cat, 0)
+                counts[cat] = n + 1
+                slot = n if n < max_per_class else int(rng.integers(n + 1))  # reservoir sampling
+                if slot >= max_per_class:
+                    continue
+                donor = cut_donor(image, visible, category_id=cat,
+                                  source=f"{dataset.file_names[i]} annotation {ann.get('id', k)}")
+                if work_size is not None and max(h, w) > work_size:
+                    donor = shrink_donor(donor, work_size / max(h, w))
+                kept = donors.setdefault(cat, [])
+                if slot == len(kept):
+                    kept.append(donor)
+                else:
+                    kept[slot] = donor
+        return cls(donors, counts, source=f"{dataset.path} ({dataset.sha1[:12]})")
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the crops and masks."""
+        return sum(d.image.nbytes + d.mask.nbytes for ds in self.donors.values() for d in ds)
+
+    def summary(self) -> str:
+        """One line per class: objects in the data, donors kept."""
+        return "\n".join(f"{CLASS_NAMES[c]:<14} {self.counts[c]:>6} objects, {len(self.donors[c]):>4} kept"
+                         for c in sorted(self.donors))
+
+    def __repr__(self) -> str:
+        return (f"DonorBank({self.source}: {sum(self.counts.values())} objects of {len(self.counts)} classes, "
+                f"{sum(map(len, self.donors.values()))} kept, {self.nbytes / 2**20:.1f} MiB)")
+
+
+def shrink_donor(donor: Donor, scale: float) -> Donor:
+    """A donor as it looks in its photo scaled by `scale` < 1 (area interpolation, the mask thresholded at 1/2)."""
+    h, w = donor.mask.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = cv2.resize(donor.image, size, interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(donor.mask.view(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) >= 128
+    return replace(donor, image=image, mask=mask, reference_size=max(1, round(donor.reference_size * scale)))
+
+
+_BANKS: dict = {}
+KEEP_BANKS = 2  # a notebook comparing online (working resolution) and offline (full) pasting uses two
+
+
+def donor_bank(data_root: str | os.PathLike | None, split: str = "train", *,
+               work_size: int | None = None) -> DonorBank:
+    """The bank of a split (at `work_size`, see `DonorBank.from_dataset`), built on first use and kept for
+    later calls with the same data; only the last KEEP_BANKS banks are held in memory."""
+    dataset = TrashDataset(data_root, split=split)
+    key = (str(dataset.root), split, dataset.sha1, work_size, MAX_PER_CLASS, MIN_AREA)
+    if key not in _BANKS:
+        while len(_BANKS) >= KEEP_BANKS:
+            del _BANKS[next(iter(_BANKS))]  # the oldest: memory holds a bounded number of banks
+        _BANKS[key] = DonorBank.from_dataset(dataset, work_size=work_size)
+    return _BANKS[key]

@@ -1,0 +1,43 @@
+"""Sentences written from the numbers: what a comparison or a stage measured, where a tie is called a tie.
+
+Notebooks print them under "What we learned" and the wrap-up page lists them under "What worked, what
+did not", so both say the same thing about the same numbers (the rule is `trashlib.compare.verdict`).
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+PHRASES = {"gain": "a gain", "loss": "a loss", "tie": "a tie: within twice the spread",
+           "one seed": "one seed only, so no noise estimate", "reference": "the reference", "level": "a level"}
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    return "?" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def delta_sentence(name: str, value: float, spread: float | None, delta: float | None, reference: str,
+                   verdict: str, *, seeds: int | None = None) -> str:
+    """E.g. "global threshold: 0.312 ± 0.004 val mIoU over 3 seeds, +0.006 against none: a tie: within ..."."""
+    spread_text = f" ± {_num(spread)}" if spread else ""
+    over = f" over {seeds} seeds" if seeds and seeds > 1 else ""
+    against = f", {_num(delta, '+.3f')} against {reference}" if delta is not None and reference else ""
+    return f"{name}: {_num(value)}{spread_text} val mIoU{over}{against}: {PHRASES.get(verdict, verdict)}."
+
+
+def table_findings(table: pd.DataFrame, *, reference: str = "none") -> list[str]:
+    """One sentence per row of a `compare_table` (reference first), then which variant came out best."""
+    delta_col = f"Δ vs {reference}"
+    lines = []
+    for name, row in table.iterrows():
+        is_ref = name == reference
+        lines.append(delta_sentence(str(name), row["val mIoU"], row["± spread"], None if is_ref else row[delta_col],
+                                    "" if is_ref else reference, row["verdict"], seeds=int(row["seeds"])))
+    gains = table[table["verdict"] == "gain"]
+    if len(gains):
+        best = gains["val mIoU"].idxmax()
+        lines.append(f"Best: {best}, {table.loc[best, delta_col]:+.3f} against {reference}, above the noise.")
+    else:
+        lines.append(f"No variant beat {reference} by more than twice the spread.")
+    return lines

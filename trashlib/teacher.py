@@ -1,0 +1,97 @@
+"""The teacher of pseudo labels: notebook 05's best ensemble if it recorded one, else the best single run.
+
+05 records its best ensemble in reports/metrics/05_crf_ensemble.json under `best_ensemble`
+(`trashlib.stages.best_ensemble`):
+
+    {"name": ..., "runs": [run names, best first], "weights": [...] or null, "vote": "soft" | "hard",
+     "crf": {CRFParams fields} or null, "overwrite": {"k": int, "max_area": int or null} or null, "tta": {...}}
+
+`choose_teacher` rebuilds that stage on the unlabelled splits with `trashlib.recipe.apply_recipe`
+(members predict with the stage's TTA, then the same vote, CRF and overwrite, each stored), or, without
+it, takes the finished run with the best validation mIoU among those 02 recorded (`run_names`,
+`trunk_run`, `run`) and any given. Round 2 re-labels with `with_student`: the soft vote of the
+round-1 teacher and a round-1 student.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trashlib import paths
+from trashlib.ensemble import ensemble
+from trashlib.inference import TTA, predict
+from trashlib.recipe import Recipe, apply_recipe
+from trashlib.report import load_metrics
+from trashlib.runs import Run, best_run, resolve_run
+
+ENSEMBLE_NOTEBOOK, BASELINE_NOTEBOOK = "05_crf_ensemble", "02_baseline_mask2former"
+
+
+@dataclass
+class Teacher:
+    """The teacher's probabilities, one ProbIndex per unlabelled split, and what made them."""
+
+    indices: list
+    source: str                      # "05 best ensemble", "best 02 run", "round 1 + student"
+    description: str
+    runs: list[str] = field(default_factory=list)
+
+
+def ensemble_spec(metrics: dict | None, *, tta: TTA = TTA(hflip=True)) -> Recipe | None:
+    """05's `best_ensemble` as a Recipe (its own TTA, else `tta`), or None when 05 recorded none.
+
+    A malformed entry is a ValueError naming the metrics file and the key.
+    """
+    spec = (metrics or {}).get("best_ensemble")
+    if spec is None:
+        return None
+    where = f"{paths.REPORTS_DIR / 'metrics' / (ENSEMBLE_NOTEBOOK + '.json')}: best_ensemble"
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(spec).__name__}")
+    over = spec.get("overwrite")
+    if over is not None and not isinstance(over, dict):
+        raise ValueError(f"{where}.overwrite must be {{'k': int, 'max_area': int or null}}, got {over!r}")
+    return Recipe.from_dict({"members": spec.get("runs") or (), "tta": spec.get("tta") or tta.as_dict(),
+                             "vote": spec.get("vote"), "weights": spec.get("weights"), "crf": spec.get("crf"),
+                             "overwrite": (over or {}).get("k"), "max_area": (over or {}).get("max_area")}, where=where)
+
+
+def _baseline_runs(runs) -> list[Run]:
+    m = load_metrics(BASELINE_NOTEBOOK) or {}
+    names = list(m.get("run_names") or []) + [m[k] for k in ("trunk_run", "run") if m.get(k)]
+    found = []
+    for name in names:
+        try:
+            found.append(resolve_run(name))
+        except ValueError:  # 02 ran with another runs folder: its runs are not here
+            continue
+    return [r for r in found + list(runs) if r.finished]
+
+
+def choose_teacher(splits=("test",), *, data_root=None, runs=(), tta: TTA = TTA(hflip=True),
+                   max_images: int | None = None, progress: bool = False) -> Teacher:
+    """The teacher's probabilities on `splits`: 05's best ensemble, else the best of 02's runs and `runs`.
+
+    `tta` is the single run's test-time augmentation (an ensemble keeps its own); `max_images` labels
+    only the first images of each split (the smoke run).
+    """
+    recipe = ensemble_spec(load_metrics(ENSEMBLE_NOTEBOOK), tta=tta)
+    if recipe is not None:
+        indices = [apply_recipe(recipe, data_root, s, max_images=max_images, progress=progress) for s in splits]
+        return Teacher(indices, "05 best ensemble", recipe.describe(), list(recipe.members))
+    best = best_run(_baseline_runs(runs))
+    if best is None:
+        raise RuntimeError("no teacher: 05 recorded no best_ensemble and no finished 02 run was found or given")
+    indices = [predict(best, data_root, s, tta=tta, max_images=max_images, progress=progress) for s in splits]
+    return Teacher(indices, "best 02 run", f"{best.name} (val mIoU {best.best_metrics()['mIoU']:.3f}), "
+                   "since 05 recorded no best ensemble", [best.name])
+
+
+def with_student(teacher: Teacher, student: Run, *, data_root=None, tta: TTA = TTA(hflip=True),
+                 max_images: int | None = None, progress: bool = False) -> Teacher:
+    """Round 2's teacher: per split, the equal soft vote of the round-1 teacher and `student`'s predictions."""
+    indices = []
+    for index in teacher.indices:
+        mine = predict(student, data_root, index.settings["split"], tta=tta, max_images=max_images, progress=progress)
+        indices.append(ensemble([index, mine], vote="soft", name="teacher-round2", progress=progress))
+    return Teacher(indices, "round 1 + student", f"soft vote of the round-1 teacher and {student.name}",
+                   teacher.runs + [student.name])
