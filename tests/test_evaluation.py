@@ -51,3 +51,16 @@ def test_ranked_images_best_then_worst_each_once():
     ev = Evaluation(np.zeros((11, 11), dtype=np.int64), None, per_image)
     assert ranked_images(ev, best=1, worst=1) == [1, 2]
     assert ranked_images(ev, best=2, worst=2) == [1, 0, 2]  # three images: none shown twice
+
+
+def test_steps_to_reach_extrapolates_a_log_linear_curve_by_hand():
+    import math
+
+    from trashlib.evaluation import steps_to_reach
+
+    steps = [100, 200, 400, 800]
+    miou = [0.1 + 0.05 * math.log(s / 100) for s in steps]  # a = 0.1 - 0.05 ln 100, b = 0.05
+    assert steps_to_reach(steps, miou, 0.3) == pytest.approx(100 * math.exp(4), rel=1e-6)
+    assert steps_to_reach(steps, miou, 0.15) == 400  # already reached: the first evaluation at the target
+    assert math.isnan(steps_to_reach(steps[:2], miou[:2], 0.3))  # too few points to extrapolate
+    assert math.isnan(steps_to_reach(steps, [0.2, 0.19, 0.18, 0.17], 0.3))  # not rising

@@ -94,7 +94,7 @@ def test_training_config_defaults_to_the_smoke_budget():
     cfg = parameters.training_config(None, model="segformer")
     smoke = parameters.load_profile("smoke")["training"]
     assert cfg == parameters.training_config(smoke, model="segformer")
-    assert (cfg.model, cfg.steps, cfg.batch_size, cfg.image_size, cfg.eval_every) == ("segformer", 12, 2, 128, None)
+    assert (cfg.model, cfg.steps, cfg.batch_size, cfg.image_size, cfg.eval_every) == ("segformer", 12, 2, 64, None)
     assert cfg.log_every == 1
 
 

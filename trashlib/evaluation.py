@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trashlib.batching import item_loader
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
 from trashlib.data import TrashDataset, build_train_dataset
 from trashlib.io import read_json
 from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, miou, scores
 from trashlib.models.profile import count_gflops, time_inference
 from trashlib.submission import downsample_prediction, read_submission, validate_submission
+from trashlib.training.validate import validate
 
 
 @dataclass
@@ -148,6 +150,37 @@ def learning_curve(run) -> pd.DataFrame:
     rows = [{"step": r["step"], "minutes": r["time"] / 60, "val mIoU": r["mIoU"],
              **{c: r["per_class_iou"].get(c) for c in CLASS_NAMES}} for r in run.metrics("eval")]
     return pd.DataFrame(rows, columns=["step", "minutes", "val mIoU", *CLASS_NAMES])
+
+
+def score_split(run, data_root=None, split: str = "train", *, max_images: int | None = None,
+                which: str = "last") -> Scores:
+    """A run's scores on (the first images of) any labelled split, at its working resolution, no TTA.
+
+    Scoring the training split beside the validation split tells underfitting (both low) from
+    overfitting (train far above val).
+    """
+    dataset = TrashDataset(data_root if data_root is not None else run.config.data_root, split)
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    model = run.load_model(which)
+    loader = item_loader(dataset, range(n), batch_size=8, workers=0)
+    return validate(model, loader, num_classes=model.num_classes, work_size=run.config.work_size)
+
+
+def steps_to_reach(steps, miou, target: float) -> float:
+    """Optimizer steps at which a log-linear fit mIoU = a + b ln(step) of a learning curve reaches `target`.
+
+    An extrapolation, honest only as a rough order: NaN with fewer than 3 evaluations or a curve that
+    does not rise; the steps already run when the curve has reached the target.
+    """
+    x, y = np.asarray(steps, dtype=np.float64), np.asarray(miou, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0)
+    x, y = x[keep], y[keep]
+    if (y >= target).any():
+        return float(x[np.argmax(y >= target)])
+    if len(x) < 3:
+        return float("nan")
+    b, a = np.polyfit(np.log(x), y, 1)
+    return float(np.exp((target - a) / b)) if b > 0 else float("nan")
 
 
 def compare_runs(runs, *, evaluations: dict | None = None, floor: Scores | None = None, infer_size: int = 512,

@@ -1,0 +1,301 @@
+"""Stages of notebook 05: the reported runs, recipes rebuilt on a split, the stage table, the stage 07 submits."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import confident, write_index
+
+from trashlib import paths, report, stages
+from trashlib.classes import CLASS_NAMES, NUM_CLASSES
+from trashlib.config import TrainConfig
+from trashlib.crf import PRESETS, CRFParams, crf_index
+from trashlib.data import TrashDataset
+from trashlib.ensemble import ensemble
+from trashlib.evaluation import Evaluation
+from trashlib.inference import TTA
+from trashlib.metrics import Scores
+from trashlib.overwrite import overwrite_index
+from trashlib.recipe import Recipe, apply_recipe, pick_stage
+from trashlib.stages import (Stage, best_ensemble, class_deltas, crf_changes, lessons, rank_runs, spread_group,
+                             stage_records, stage_table, sweep_grid)
+
+BASELINE, BACKBONES, COPY_PASTE = stages.REPORTING_NOTEBOOKS
+
+
+@pytest.fixture(autouse=True)
+def _stores(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "PROBS_DIR", tmp_path / "probs")
+    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")
+
+
+def fake_run(name: str, data_root, *, miou: float | None = 0.5, finished: bool = True):
+    """A run folder with a config, one eval line and (optionally) the finished mark: no training."""
+    folder = paths.RUNS_DIR / name
+    folder.mkdir(parents=True)
+    TrainConfig(model="segformer", steps=1, batch_size=1, image_size=64, data_root=str(data_root)).to_yaml(
+        folder / "config.yaml")
+    if miou is not None:
+        (folder / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": 1, "mIoU": miou}) + "\n")
+    if finished:
+        (folder / "finished.json").write_text("{}")
+    return folder
+
+
+def scores(miou: float, per_class=None) -> Scores:
+    per_class = np.full(NUM_CLASSES, miou) if per_class is None else np.asarray(per_class, float)
+    return Scores(miou, per_class, 0.0, 0.0, 0.0)
+
+
+# -- the reported runs ------------------------------------------------------------------------------
+def test_reported_run_groups_reads_every_notebooks_keys_and_skips_missing_ones():
+    report.save_metrics(BASELINE, {"run_names": ["base_s1", "base_s2"], "trunk_run": "trunk"})
+    report.save_metrics(BACKBONES, {"runs": ["trunk", "mask2former-dinat-tiny_b8x10_data-128"]})
+    report.save_metrics(COPY_PASTE, {"variants": {"none": {"run_names": ["base_s1", "base_s2"]},
+                                                  "online": {"run_names": ["cp_s1", "cp_s2", "cp_s3"]}}})
+    assert report.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE, "05_not_run_yet"]) == {
+        "02 seeds": ["base_s1", "base_s2"], "02 trunk": ["trunk"],
+        "03 mask2former-dinat-tiny": ["mask2former-dinat-tiny_b8x10_data-128"],  # the trunk is not repeated
+        "04 online": ["cp_s1", "cp_s2", "cp_s3"]}                                # "none" repeats 02's seeds
+    report.save_metrics(BASELINE, {"run": "swin_a"})  # the older single-run form
+    assert report.reported_run_groups([BASELINE]) == {"02 swin": ["swin_a"]}
+    assert report.reported_run_groups(["04_not_run_yet"]) == {}
+
+
+@pytest.mark.parametrize("metrics, key", [({"run_names": "a b".split() + [3]}, "run_names"),
+                                          ({"runs": {"a": 1}}, "runs"),
+                                          ({"variants": ["a"]}, "variants"),
+                                          ({"variants": {"online": {"runs": ["a"]}}}, "variants.online")])
+def test_a_malformed_metrics_entry_names_the_file_and_key(metrics, key):
+    report.save_metrics(COPY_PASTE, metrics)
+    with pytest.raises(ValueError, match=key) as err:
+        report.reported_run_groups([COPY_PASTE])
+    assert "04_copy_paste.json" in str(err.value)
+
+
+def test_collect_runs_keeps_finished_runs_on_this_data_root_and_falls_back_to_every_run(tiny_root, tmp_path):
+    for name in ["base_s1", "base_s2", "trunk"]:
+        fake_run(name, tiny_root)
+    fake_run("unfinished", tiny_root, finished=False)
+    fake_run("elsewhere", tmp_path / "other-data")
+    # nothing reported: every finished run on the data root, seeds grouped by name
+    fallback = stages.collect_runs(tiny_root)
+    assert {k: [r.name for r in v] for k, v in fallback.items()} == {"base": ["base_s1", "base_s2"],
+                                                                     "trunk": ["trunk"]}
+    report.save_metrics(BASELINE, {"run_names": ["base_s1", "base_s2", "gone_s3"], "trunk_run": "trunk"})
+    with pytest.warns(UserWarning, match="gone_s3"):
+        found = stages.collect_runs(tiny_root)
+    assert {k: [r.name for r in v] for k, v in found.items()} == {"02 seeds": ["base_s1", "base_s2"],
+                                                                  "02 trunk": ["trunk"]}
+    assert spread_group(found, "trunk") == found["02 seeds"]  # no seeds of its own: 02's measure the noise
+    assert spread_group(found, "base_s2") == found["02 seeds"]
+    with pytest.raises(ValueError, match="none of the groups"):
+        spread_group(found, "elsewhere")
+
+
+def test_rank_runs_orders_by_recorded_miou_with_never_evaluated_last(tiny_root):
+    runs = {name: fake_run(name, tiny_root, miou=m) for name, m in [("a", 0.2), ("b", None), ("c", 0.4)]}
+    groups = stages.collect_runs(tiny_root)
+    table = rank_runs(groups)
+    assert table["run"].tolist() == ["c", "a", "b"] and np.isnan(table["recorded val mIoU"].iloc[-1])
+    assert set(runs) == set(table["run"]) and rank_runs({}).empty
+
+
+# -- recipes -----------------------------------------------------------------------------------------
+def test_recipe_round_trips_and_refuses_bad_values():
+    r = Recipe(("a", "b", "c"), tta=TTA(hflip=True), vote="soft", weights=(0.5, 0.25, 0.25),
+               crf=PRESETS["peers-a"], overwrite=3, max_area=1024)
+    assert Recipe.from_dict(json.loads(json.dumps(r.as_dict()))) == r
+    assert r.describe() == "3 runs, soft vote (0.50/0.25/0.25) + CRF g3-3_b10-50-5_i40 + overwrite k=3, area <= 1024"
+    assert Recipe("a").members == ("a",) and Recipe("a").describe() == "a"
+    for bad, match in [(dict(members=()), "distinct run names"), (dict(members=("a", "a"), vote="soft"), "distinct"),
+                       (dict(members=("a", "b")), "need a vote"), (dict(members=("a", "b"), vote="mean"), "valid: soft"),
+                       (dict(members=("a", "b"), vote="hard", weights=(1, 1)), "soft vote only"),
+                       (dict(members=("a", "b"), vote="soft", weights=(1, float("nan"))), "finite"),
+                       (dict(members=("a", "b"), vote="soft", weights=(1,)), "1 weights for 2"),
+                       (dict(members=("a", "b"), vote="soft", overwrite=2), "needs crf"),
+                       (dict(members=("a", "b"), vote="soft", crf=CRFParams(), overwrite=3), "1 <= k <= 2"),
+                       (dict(members=("a",), crf=CRFParams(), overwrite=1, max_area=0), "positive"),
+                       (dict(members=("a",), max_area=10), "needs overwrite"),
+                       (dict(members=("a",), crf={"srgb": float("inf")}), "srgb")]:
+        with pytest.raises(ValueError, match=match):
+            Recipe(**bad)
+    with pytest.raises(ValueError, match=r"05\.json: unknown keys \['vots'\]"):
+        Recipe.from_dict({"members": ["a"], "vots": "soft"}, where="05.json")
+    with pytest.raises(ValueError, match="05.json: .*need a vote"):
+        Recipe.from_dict({"members": ["a", "b"]}, where="05.json")
+
+
+@pytest.fixture
+def members(tiny_root, monkeypatch):
+    """Three hand-made members' val predictions, served by name in place of trained runs."""
+    val = TrashDataset(tiny_root, "val")
+    masks = [val.load_mask(i) for i in range(len(val))]
+    rng = np.random.default_rng(0)
+    indices = {}
+    for m in range(3):
+        maps = {}
+        for name, mask in zip(val.file_names, masks):
+            noisy = np.where(rng.random(mask.shape) < 0.1, rng.integers(0, NUM_CLASSES, mask.shape), mask)
+            maps[name] = confident(noisy, p=0.5 + 0.1 * m)
+        indices[f"run{m}"] = write_index(paths.PROBS_DIR / f"run{m}" / "val", maps, split="val",
+                                         data_root=str(tiny_root))
+    monkeypatch.setattr("trashlib.recipe.resolve_run", lambda name: name)
+    monkeypatch.setattr("trashlib.recipe.predict", lambda name, *a, **k: indices[name])
+    return indices
+
+
+def test_apply_recipe_is_the_chain_of_vote_crf_and_overwrite(tiny_root, members):
+    recipe = Recipe(tuple(members), vote="soft", weights=(0.5, 0.3, 0.2), crf=CRFParams(iters=2), overwrite=2)
+    out = apply_recipe(recipe, tiny_root, "val", workers=1)
+    inputs = list(members.values())
+    voted = ensemble(inputs, weights=(0.5, 0.3, 0.2), progress=False)
+    expected = overwrite_index(crf_index(voted, tiny_root, "val", CRFParams(iters=2), workers=1, progress=False),
+                               inputs, k=2, progress=False)
+    assert out.path == expected.path and len(out) == len(inputs[0])
+    assert apply_recipe(Recipe(("run1",)), tiny_root, "val").path == members["run1"].path  # a single run: its maps
+    stage = stages.evaluate_stage(recipe.replace(crf=None, overwrite=None), tiny_root, "val")
+    assert stage.index.path == voted.path and 0 < stage.scores.miou <= 1
+
+
+# -- the stage table --------------------------------------------------------------------------------
+def test_stage_table_judges_each_stage_against_the_one_it_builds_on():
+    s = {"best single": scores(0.50), "soft vote": scores(0.56), "hard vote": scores(0.55), "+ CRF": scores(0.40)}
+    built_on = {"soft vote": "best single", "hard vote": "soft vote", "+ CRF": "soft vote"}
+    table = stage_table(s, built_on, spread=0.01, seeds=3)
+    assert table["built on"].tolist() == ["-", "best single", "soft vote", "soft vote"]
+    np.testing.assert_allclose(table["Δ"].iloc[1:], [0.06, -0.01, -0.16], atol=1e-12)
+    np.testing.assert_allclose(table["Δ vs best single"], [0, 0.06, 0.05, -0.10], atol=1e-12)
+    assert table["verdict"].tolist() == ["reference", "gain", "tie", "loss"]  # |Δ| < 2 x 0.01: a tie
+    assert stage_table(s, built_on, spread=0.0, seeds=1)["verdict"].tolist()[1:] == ["one seed"] * 3
+    with pytest.raises(ValueError, match="not a stage"):
+        stage_table(s, {"soft vote": "weighted"}, spread=0.01, seeds=3)
+    with pytest.raises(ValueError, match="non-finite"):
+        stage_table({"a": scores(float("nan"))}, {}, spread=0.01, seeds=3)
+    text = "\n".join(lessons(table, spread=0.01, seeds=3))
+    assert "hard vote: val mIoU 0.5500, -0.0100 against soft vote - a tie" in text
+    assert "+ CRF: val mIoU 0.4000, -0.1600 against soft vote - a loss" in text
+    assert "Best on val: soft vote (0.5600, +0.0600 against best single, gain)" in text
+    assert "no change can be called" in lessons(table, spread=0.0, seeds=1)[0]
+
+
+def test_class_deltas_and_the_images_a_step_changes_most():
+    base = np.linspace(0.1, 0.6, NUM_CLASSES)
+    after = base.copy()
+    after[3], after[5] = np.nan, base[5] - 0.2
+    deltas = class_deltas({"a": scores(0.3, base), "b": scores(0.3, after)}, {"b": "a"})
+    assert deltas.index.tolist() == ["b"] and deltas.columns.tolist() == list(CLASS_NAMES)
+    assert np.isnan(deltas.loc["b", CLASS_NAMES[3]]) and deltas.loc["b", CLASS_NAMES[5]] == pytest.approx(-0.2)
+
+    def evaluation(values):
+        frame = pd.DataFrame({"index": range(4), "file_name": list("wxyz"), "mIoU": values})
+        return Evaluation(np.zeros((NUM_CLASSES, NUM_CLASSES)), scores(0.0), frame)
+
+    before, after_ = evaluation([0.5, 0.5, 0.5, 0.5]), evaluation([0.7, 0.4, 0.5, 0.6])
+    assert crf_changes(before, after_, n=2) == (["w", "z"], ["x"])  # y did not change: neither list
+    with pytest.raises(ValueError, match="different images"):
+        crf_changes(before, Evaluation(None, None, before.per_image.iloc[:2]))
+
+
+def test_sweep_grid_scales_sxy_and_sets_iterations():
+    grid = sweep_grid(["peers-a", "peers-b"], sxy_scales=[1, 2], iters=5)
+    assert len(grid) == 4 and all(p.iters == 5 for p in grid)
+    assert (grid[1].sxy_gaussian, grid[1].sxy_bilateral, grid[1].srgb) == (6, 20, 50)
+    assert sweep_grid(["peers-a", "peers-a"]) == [PRESETS["peers-a"]]
+    for bad in ([0], [float("nan")], [True]):
+        with pytest.raises(ValueError, match="sxy scales"):
+            sweep_grid(["peers-a"], sxy_scales=bad)
+    with pytest.raises(ValueError, match="valid: peers-a"):
+        sweep_grid(["peers-x"])
+
+
+# -- the stage 07 submits ---------------------------------------------------------------------------
+def saved_stages(tiny_root, mious=(0.5, 0.6, 0.6, 0.55)):
+    """05's metrics as the notebook saves them, for stages with the given val mIoUs."""
+    recipes = [Recipe(("a",)), Recipe(("a", "b"), vote="soft"), Recipe(("a", "b"), vote="hard"),
+               Recipe(("a", "b"), vote="soft", crf=CRFParams(), overwrite=2)]
+    names = ["best single", "soft vote", "hard vote", "+ overwrite"]
+    built = {n: Stage(r, type("Index", (), {"path": f"/probs/{n}"})(), Evaluation(None, scores(m), None))
+             for n, r, m in zip(names, recipes, mious)}
+    table = stage_table(built, {n: names[0] for n in names[1:]}, spread=0.01, seeds=2)
+    return {"data_root": str(tiny_root), "stages": json.loads(json.dumps(report._jsonable(stage_records(built, table))))}
+
+
+def test_pick_stage_follows_the_source(tiny_root, tmp_path):
+    metrics = saved_stages(tiny_root)
+    assert pick_stage(metrics, "best-run", data_root=tiny_root) is None
+    best = pick_stage(metrics, "best-on-val", data_root=tiny_root)
+    assert best["name"] == "soft vote" and best["recipe"] == Recipe(("a", "b"), vote="soft")  # a tie: the earlier
+    assert best["slug"] == "05-soft-vote" and best["index"] == "/probs/soft vote"
+    last = pick_stage(metrics, "ensemble", data_root=tiny_root)
+    assert last["name"] == "+ overwrite" and last["recipe"].overwrite == 2 and last["slug"] == "05-overwrite"
+    assert pick_stage(None, "best-on-val", data_root=tiny_root) is None  # 05 has not run: the best run
+    with pytest.raises(FileNotFoundError, match="run 05 first"):
+        pick_stage(None, "ensemble", data_root=tiny_root)
+    with pytest.raises(ValueError, match="valid: best-run, ensemble, best-on-val"):
+        pick_stage(metrics, "best", data_root=tiny_root)
+    with pytest.raises(ValueError, match="not on"):
+        pick_stage(metrics, "ensemble", data_root=tmp_path)
+    broken = {**metrics, "stages": [{**metrics["stages"][0], "recipe": {"members": []}}]}
+    with pytest.raises(ValueError, match=r"05_crf_ensemble\.json: stages\[0\]\.recipe"):
+        pick_stage(broken, "ensemble", data_root=tiny_root)
+    with pytest.raises(ValueError, match="non-empty list"):
+        pick_stage({"stages": []}, "best-on-val", data_root=tiny_root)
+    nan = {**metrics, "stages": [{**s, "val_mIoU": None} for s in metrics["stages"]]}
+    with pytest.raises(ValueError, match="finite val_mIoU"):
+        pick_stage(nan, "best-on-val", data_root=tiny_root)
+
+
+def test_stage_records_and_best_ensemble_are_what_the_report_and_teacher_read(tiny_root):
+    from trashlib.compare import SeedResults
+
+    metrics = saved_stages(tiny_root)
+    first, last = metrics["stages"][0], metrics["stages"][-1]
+    assert first["built_on"] is None and first["delta"] is None and first["verdict"] == "reference"
+    assert last["runs"] == ["a", "b"] and last["recipe"]["overwrite"] == 2 and len(last["per_class_iou"]) == NUM_CLASSES
+    names = ["best single", "soft vote", "+ CRF"]
+    recipes = [Recipe(("a",)), Recipe(("a", "b"), vote="soft", weights=(3, 1)),
+               Recipe(("a", "b"), vote="soft", weights=(3, 1), crf=CRFParams())]
+    built = {n: Stage(r, type("Index", (), {"path": n})(), Evaluation(None, scores(m), None))
+             for n, r, m in zip(names, recipes, [0.5, 0.4, 0.45])}
+    table = stage_table(built, {"soft vote": "best single", "+ CRF": "soft vote"}, spread=0.0, seeds=1)
+    noise = SeedResults([scores(0.5), scores(0.4)], seeds=[1, 2], run_names=["a", "a2"])
+    records = stage_records(built, table, noise=noise)
+    assert records[0]["val_mIoU_std"] == pytest.approx(np.std([0.5, 0.4], ddof=1)) and records[0]["seeds"] == 2
+    assert "seeds" not in records[1]
+    spec = best_ensemble(built)  # the best stage with a vote, not the better single run
+    assert spec["name"] == "+ CRF" and spec["runs"] == ["a", "b"] and spec["weights"] == [0.75, 0.25]
+    assert spec["crf"] == CRFParams().as_dict() and spec["overwrite"] is None and spec["vote"] == "soft"
+    from trashlib.teacher import ensemble_spec  # notebook 06 reads it back
+
+    assert ensemble_spec({"best_ensemble": spec}) == recipes[2]
+    assert best_ensemble({"best single": built["best single"]}) is None
+
+
+def test_a_recipe_rebuilt_on_the_test_split_makes_a_valid_submission(tmp_path, monkeypatch):
+    """What notebook 07 does with 05's recipe: members' test maps -> vote -> CRF -> overwrite -> CSV."""
+    from conftest import make_tiny_dataset
+
+    from trashlib.submission import index_to_submission, validate_submission
+
+    root = make_tiny_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=2, size=256)
+    test = TrashDataset(root, "test_labels")
+    rng = np.random.default_rng(1)
+    indices = {f"run{m}": write_index(paths.PROBS_DIR / f"run{m}" / "test",
+                                      {n: confident(test.load_mask(i), p=0.4 + 0.2 * rng.random())
+                                       for i, n in enumerate(test.file_names)}, split="test", data_root=str(root))
+               for m in range(3)}
+    monkeypatch.setattr("trashlib.recipe.resolve_run", lambda name: name)
+    monkeypatch.setattr("trashlib.recipe.predict", lambda name, *a, **k: indices[name])
+    stage = {"name": "+ overwrite", "val_mIoU": 0.5,
+             "recipe": Recipe(tuple(indices), vote="hard", crf=CRFParams(iters=2), overwrite=3).as_dict()}
+    chosen = pick_stage({"data_root": str(root), "stages": [stage]}, "ensemble", data_root=root)
+    index = apply_recipe(chosen["recipe"], root, "test", workers=1)
+    out = index_to_submission(index, tmp_path / f"{chosen['slug']}.csv")
+    assert out.name == "05-overwrite.csv" and validate_submission(out, root / "test.json") == []
+    for i in range(len(index)):  # the members agree with the labels: every step keeps them
+        assert (index.argmax(i) == test.load_mask(test.file_names.index(index.file_names[i]))).all()
