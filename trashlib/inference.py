@@ -142,6 +142,14 @@ def _weights_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
+def _config(run: Run):
+    """A run's TrainConfig; a config.yaml that is not text is a ValueError naming it."""
+    try:
+        return run.config
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{run.path / 'config.yaml'}: not UTF-8 text (byte {e.start}); is it a run folder?") from None
+
+
 def _model_source(run_or_model, which: str, device):
     """(description, store source name, load) of a Run, a run folder or a bare model; load() returns the model.
 
@@ -159,11 +167,7 @@ def _model_source(run_or_model, which: str, device):
                 "mtime_ns": st.st_mtime_ns}
 
         def load():
-            try:
-                _ = run.config  # read first, so that a config.yaml that is not text is named
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{run.path / 'config.yaml'}: not UTF-8 text (byte {e.start}); "
-                                 "is it a run folder?") from None
+            _config(run)  # read first, so that a config.yaml that is not text is named
             try:
                 return run.load_model(which, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
             except RuntimeError as e:  # load_state_dict: weights of another architecture
@@ -194,7 +198,7 @@ def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = TTA
     desc, source, load = _model_source(run_or_model, which, device)
     if isinstance(run_or_model, (str, os.PathLike, Run)):  # a run predicts at its working resolution
         run = run_or_model if isinstance(run_or_model, Run) else Run(run_or_model)
-        tta = tta.at(run.config.work_size)
+        tta = tta.at(_config(run).work_size)
     dataset = TrashDataset(data_root, split=split)
     tag = tta.tag + (f"-first{max_images}" if max_images else "")
     folder = store_dir(source, dataset.root, split, tag)
