@@ -26,9 +26,12 @@ METRICS = {
     "02_baseline_mask2former": {"val_mIoU_mean": 0.30, "val_mIoU_std": 0.005, "seeds": [0, 1, 2],
                                 "per_class_iou": IOU, "colour_floor_mIoU": 0.15, "trunk_run": "trunk",
                                 "run_names": ["trunk_branch", "trunk_branch_s1", "trunk_branch_s2"]},
-    "03_backbones_dinat_semask": {"runs": ["mask2former-swin-tiny_x", "semask-swin-tiny_x"], "table": [
-        {"model": "colour floor", "val mIoU": 0.15}, {"model": "mask2former-swin", "val mIoU": 0.30},
-        {"model": "semask-swin", "val mIoU": 0.33}], "per_class_iou": {"semask-swin": IOU}},
+    # what 03 saves: a variant record per model (reference first) and its comparison table
+    "03_backbones_dinat_semask": {"runs": ["mask2former-swin-tiny_x", "semask-swin-tiny_x"],
+                                  "models": {"mask2former-swin": _variant([0.30, 0.29, 0.31], ["mask2former-swin-tiny_x"]),
+                                             "semask-swin": _variant([0.33, 0.32, 0.34], ["semask-swin-tiny_x"])},
+                                  "table": [{"variant": "mask2former-swin", "val mIoU": 0.30},
+                                            {"variant": "semask-swin", "val mIoU": 0.33}]},
     "04_copy_paste": {"reference": "none", "variants": {
         "none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]),
         "offline": _variant([0.25, 0.26, 0.255], ["d", "e", "f"]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from trashlib.compare import verdict
-from trashlib.waterfall import NOTEBOOKS, _num, baseline_noise
+from trashlib.waterfall import NOTEBOOKS, _num, backbone_rows, baseline_noise
 
 # (experiment, seed's model, before, after, note): the seed's report and the issues quoting it
 SEED_RESULTS = (
@@ -72,11 +72,10 @@ def _stage_step(m: dict | None, word: str, noise) -> dict:
 
 def _best_single(metrics: dict) -> dict:
     m3, m2 = metrics.get(NOTEBOOKS[2]) or {}, metrics.get(NOTEBOOKS[1]) or {}
-    rows = [r for r in m3.get("table") or [] if isinstance(r, dict) and r.get("model") != "colour floor"
-            and _num(r.get("val mIoU")) is not None]
+    rows = [r for r in backbone_rows(m3) if r[1] is not None]
     if rows:
-        best = max(rows, key=lambda r: r["val mIoU"])
-        return {"after": best["val mIoU"], "what": best["model"], "verdict": ""}
+        best = max(rows, key=lambda r: r[1])
+        return {"after": best[1], "what": best[0], "verdict": ""}
     value = _num(m2.get("val_mIoU_mean", m2.get("val_mIoU")))
     return {"after": value, "what": m2.get("model", "baseline"), "verdict": ""} if value is not None else {}
 

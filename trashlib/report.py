@@ -205,10 +205,23 @@ def _make_report(profile, notebooks, *, data_root, stop_on_error) -> list[dict]:
         rec = run_notebook(nb, params, out_dir=out_dir)
         print(f"[report] {nb.stem}: {rec['status']} in {rec['seconds']:.0f} s" + (f" - {rec['error']}" if rec["error"] else ""), flush=True)
         records.append(rec)
-        write_index(_merge_records(out_dir, records), profile=profile)
+        index_error = _write_index_safely(_merge_records(out_dir, records), profile=profile)
         if rec["status"] != "ok" and stop_on_error:
             raise RuntimeError(f"notebook {nb.stem} failed ({rec['error']}); see {out_dir / (nb.stem + '.html')}")
+    if index_error:  # the notebooks all ran; only the page is missing
+        raise RuntimeError(f"the notebooks ran, but {out_dir / 'index.html'} could not be written: {index_error}")
     return records
+
+
+def _write_index_safely(records: list[dict], *, profile: str) -> str | None:
+    """Write index.html; a failure is reported and returned, so that the remaining notebooks still run."""
+    try:
+        write_index(records, profile=profile)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        message = f"{type(e).__name__}: {e}"
+        print(f"[report] index.html not written ({message}); the notebooks go on", flush=True)
+        return message
+    return None
 
 
 def _merge_records(out_dir: Path, records: list[dict]) -> list[dict]:

@@ -84,15 +84,35 @@ def _baseline(m: dict) -> Stage:
                  runs=runs, per_class_iou=m.get("per_class_iou"))
 
 
+def backbone_rows(m: dict) -> list[tuple]:
+    """03's models as (name, mean, spread, seeds, run names, per-class IoU), its reference first.
+
+    Reads `models` ({name: variant record}, what 03 saves) or, from older reports, `table` rows.
+    """
+    models = m.get("models")
+    if isinstance(models, dict) and models:
+        return [(str(k), _num(v.get("val_mIoU_mean")), _num(v.get("val_mIoU_std")), len(v.get("seeds") or []) or 1,
+                 [str(x) for x in v.get("run_names") or []], v.get("per_class_iou"))
+                for k, v in models.items() if isinstance(v, dict)]
+    rows = []
+    for r in m.get("table") or []:
+        name = r.get("model", r.get("variant")) if isinstance(r, dict) else None
+        if name in (None, "colour floor"):
+            continue
+        rows.append((str(name), _num(r.get("val mIoU")), _num(r.get("± spread")), int(r.get("seeds") or 1),
+                     [str(x) for x in m.get("runs", []) if str(x).startswith(f"{name}-")],
+                     (m.get("per_class_iou") or {}).get(name)))
+    return rows
+
+
 def _backbones(m: dict, noise) -> Stage:
-    rows = [r for r in m["table"] if r.get("model") != "colour floor" and _num(r.get("val mIoU")) is not None]
+    rows = [r for r in backbone_rows(m) if r[1] is not None]
     if not rows:
-        raise KeyError("table (no model with a val mIoU)")
-    best, ref = max(rows, key=lambda r: r["val mIoU"]), rows[0]
-    runs = [r for r in m.get("runs", []) if str(r).startswith(f"{best['model']}-")]
-    stage = Stage("best backbone", NOTEBOOKS[2], best["model"], best["val mIoU"], _num(best.get("± spread")),
-                  int(best.get("seeds") or 1), runs=runs, per_class_iou=(m.get("per_class_iou") or {}).get(best["model"]))
-    return _step(stage, ref["model"], ref["val mIoU"], ref.get("± spread"), noise)
+        raise KeyError("models (no model with a val mIoU)")
+    best, ref = max(rows, key=lambda r: r[1]), rows[0]
+    stage = Stage("best backbone", NOTEBOOKS[2], best[0], best[1], best[2], best[3], runs=best[4],
+                  per_class_iou=best[5])
+    return _step(stage, ref[0], ref[1], ref[2], noise)
 
 
 def _variants(m: dict, name: str, notebook: str) -> Stage:
