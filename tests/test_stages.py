@@ -61,6 +61,15 @@ def test_reported_run_groups_reads_every_notebooks_keys_and_skips_missing_ones()
         "02 seeds": ["base_s1", "base_s2"], "02 trunk": ["trunk"],
         "03 mask2former-dinat-tiny": ["mask2former-dinat-tiny_b8x10_data-128"],  # the trunk is not repeated
         "04 online": ["cp_s1", "cp_s2", "cp_s3"]}                                # "none" repeats 02's seeds
+    # 04 also saves every run in a flat `runs` list: its arms must still be grouped by variant, and
+    # 03's per-model records by model, so that the seeds of one arm measure the noise
+    report.save_metrics(COPY_PASTE, {"runs": ["base_s1", "cp_s1", "cp_s2", "cp_s3", "mix_s1", "mix_s2"],
+                                     "variants": {"online": {"run_names": ["cp_s1", "cp_s2", "cp_s3"]},
+                                                  "classmix": {"run_names": ["mix_s1", "mix_s2"]}}})
+    report.save_metrics(BACKBONES, {"runs": ["seg_s0", "seg_s1"], "models": {"segformer": {"run_names": ["seg_s0", "seg_s1"]}}})
+    assert report.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE]) == {
+        "02 seeds": ["base_s1", "base_s2"], "02 trunk": ["trunk"], "03 segformer": ["seg_s0", "seg_s1"],
+        "04 online": ["cp_s1", "cp_s2", "cp_s3"], "04 classmix": ["mix_s1", "mix_s2"]}
     report.save_metrics(BASELINE, {"run": "swin_a"})  # the older single-run form
     assert report.reported_run_groups([BASELINE]) == {"02 swin": ["swin_a"]}
     assert report.reported_run_groups(["04_not_run_yet"]) == {}

@@ -82,8 +82,8 @@ def reported_run_groups(notebooks) -> dict[str, list[str]]:
     """Run names that notebooks recorded in their metrics, grouped so that the seeds of one arm share a group.
 
     Read per notebook, labelled with its number: "run_names" (one group, "02 seeds"), "trunk_run"
-    ("02 trunk"), "run" and "runs" (a group per run, labelled by the run's model, "03 mask2former-dinat-tiny"),
-    "variants" ({name: {"run_names": [...]}}, a group per variant, "04 online"). A notebook that has
+    ("02 trunk"), "variants" and "models" ({name: {"run_names": [...]}}, a group per arm, "04 online",
+    "03 segformer"), then "run" and "runs" (runs not yet grouped, by model, "03 mask2former-dinat-tiny"). A notebook that has
     not run is skipped; a run already in an earlier group is not repeated; a malformed entry is a
     ValueError naming the metrics file and the key.
     """
@@ -107,16 +107,17 @@ def reported_run_groups(notebooks) -> dict[str, list[str]]:
             add(f"{number} seeds", _names(m["run_names"], f"{where}: run_names"))
         if m.get("trunk_run") is not None:
             add(f"{number} trunk", _names(m["trunk_run"], f"{where}: trunk_run"))
+        for key in ("variants", "models"):  # arms with their seeds first: a flat `runs` list must not merge them
+            arms = m.get(key) or {}
+            if not isinstance(arms, dict):
+                raise ValueError(f"{where}: {key} must be a mapping of name to {{run_names: [...]}}")
+            for arm, record in arms.items():
+                if not isinstance(record, dict) or "run_names" not in record:
+                    raise ValueError(f"{where}: {key}.{arm} must be a mapping with run_names")
+                add(f"{number} {arm}", _names(record["run_names"], f"{where}: {key}.{arm}.run_names"))
         for key in ("run", "runs"):
             for name in _names(m[key], f"{where}: {key}") if m.get(key) is not None else []:
                 add(f"{number} {name.split('_', 1)[0]}", [name])
-        variants = m.get("variants") or {}
-        if not isinstance(variants, dict):
-            raise ValueError(f"{where}: variants must be a mapping of name to {{run_names: [...]}}")
-        for variant, record in variants.items():
-            if not isinstance(record, dict) or "run_names" not in record:
-                raise ValueError(f"{where}: variants.{variant} must be a mapping with run_names")
-            add(f"{number} {variant}", _names(record["run_names"], f"{where}: variants.{variant}.run_names"))
     return groups
 
 
