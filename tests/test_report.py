@@ -55,6 +55,9 @@ def test_malformed_profiles_are_value_errors_naming_the_file(tmp_path, text, mat
     ("training:\n  model: segformer\n", ["model"]),
     (f"training: {{steps: 3}}\nnotebooks:\n  {BASELINE}:\n    training: {{batch_sise: 1}}\n",
      [f"notebooks.{BASELINE}.training", "batch_sise", "batch_size"]),
+    ("branch:\n  seed: 3\n", ["branch sets ['seed']", "once per seed in `seeds`"]),   # arms take seeds from `seeds`
+    ("branch:\n  stepz: 3\n", ["branch", "stepz"]),
+    ("seeds: [0, 0]\n", ["seeds must be a list of distinct non-negative integers"]),
 ])
 def test_the_training_budget_holds_only_valid_trainconfig_fields(tmp_path, text, names):
     path = _profile(tmp_path, text)
