@@ -79,6 +79,24 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
         TrainConfig.from_yaml(path)
 
 
+@pytest.mark.parametrize("flags, cuda, expected", [
+    ("fpu sse avx512f avx512_bf16", False, "bf16"),   # native bf16 on the CPU
+    ("fpu sse amx_bf16 amx_tile", False, "bf16"),
+    ("fpu sse avx2 avx512f", False, "no"),            # emulated bf16 would be slower: full precision
+    ("", False, "no"),
+])
+def test_auto_precision_is_bf16_only_where_native(tmp_path, monkeypatch, flags, cuda, expected):
+    from trashlib.training import loop
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert loop.resolve_precision("auto") == expected
+    assert loop.resolve_precision("no") == "no" and loop.resolve_precision("bf16") == "bf16"
+
+
 def test_identity_ignores_bookkeeping():
     a = TrainConfig(steps=10)
     assert a.config_hash() == a.replace(num_workers=3, run_name="x", resume=True, log_every=1).config_hash()

@@ -24,7 +24,7 @@ import yaml
 from trashlib.classes import CLASS_NAMES
 from trashlib.io import atomic_open
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 CLASS_WEIGHTING = (None, "cdb")
 COPY_PASTE = ("none", "online", "offline")
 CP_DONORS = ("uniform", "inverse", "classes", "classmix")
@@ -98,7 +98,8 @@ class TrainConfig:
     save_every: int | None = option(None, "last-checkpoint interval in steps (None: at every evaluation)",
                                     identity=False)
     seed: int = option(0, "random seed: initialisation, data order, augmentation")
-    mixed_precision: str = option("no", "mixed precision", choices=MIXED_PRECISION)
+    mixed_precision: str = option("no", "mixed precision; auto: bf16 where the hardware computes it natively (a CUDA "
+                                         "GPU with bf16, a CPU with AVX512-BF16 or AMX), else none", choices=MIXED_PRECISION)
     num_workers: int | None = option(None, "DataLoader workers; the data order does not depend on them "
                                            "(None: min(8, cores - 1))", identity=False)
     class_weighting: str | None = option(None, "'cdb': class weights (1 - IoU_c)^cdb_tau from each evaluation "

