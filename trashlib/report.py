@@ -199,7 +199,7 @@ def make_report(profile: str = "cpu", notebooks: list[str] | None = None, *, dat
 def _make_report(profile, notebooks, *, data_root, stop_on_error) -> list[dict]:
     prof = load_profile(profile)
     out_dir = paths.REPORTS_DIR
-    records = []
+    records, index_error = [], None
     for nb in notebook_paths(notebooks):
         params = notebook_parameters(prof, nb.stem, data_root=data_root)
         print(f"[report] {nb.stem} ({profile}) ...", flush=True)
