@@ -428,3 +428,39 @@ def test_cli_reports_divergence_as_a_sentence(tiny_root, tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "became NaN or infinite at step" in err and "Traceback" not in err
     assert "--resume" in err and "--lr" in err
+
+
+_TWO_PROCESS_SCRIPT = '''
+import os, sys, time
+import trashlib.data.pasted as pasted
+from trashlib.config import TrainConfig
+from trashlib.training import train
+
+real = pasted.write_label_maps
+def spy(*a, **k):
+    print(f"rank {os.environ['RANK']} writes the offline set", flush=True)
+    time.sleep(3)  # a slow disk: a process that did not wait for the main one would start writing too
+    return real(*a, **k)
+pasted.write_label_maps = spy
+cfg = TrainConfig(model="segformer", data_root=sys.argv[1], steps=2, batch_size=2, image_size=64, work_size=64,
+                  eval_every=None, val_split=None, copy_paste="offline", run_name="two", num_workers=0,
+                  repeat_threshold=0.3)
+print(f"rank {os.environ['RANK']} finished {train(cfg, progress=False).finished}", flush=True)
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_offline_copy_paste_set_once(tiny_root, tmp_path):
+    """Two CPU processes (torchrun, gloo): only the main process writes the offline set; both train."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "two.py"
+    script.write_text(_TWO_PROCESS_SCRIPT)
+    env = {**os.environ, "TRASHLIB_HOME": str(tmp_path / "home"), "TRASHLIB_RUNS": str(tmp_path / "runs"),
+           "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}  # what `accelerate launch --cpu` sets
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                          str(tiny_root)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[:3000]
+    assert out.stdout.count("writes the offline set") == 1 and "rank 0 writes" in out.stdout
+    assert "rank 0 finished True" in out.stdout and "rank 1 finished True" in out.stdout

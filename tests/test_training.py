@@ -59,6 +59,8 @@ def small_cfg(root, **kw) -> TrainConfig:
     ({"class_weighting": "focal"}, "class_weighting must be one of"),
     ({"class_weighting": "cdb", "val_split": None}, "needs a val_split"),
     ({"hflip": 1.5}, "hflip must be a probability"),
+    ({"repeat_threshold": 0.0}, "repeat_threshold must be in (0, 1]"),
+    ({"repeat_threshold": float("nan")}, "repeat_threshold must be a finite number"),
 ])
 def test_config_validation_names_the_field(kw, message):
     with pytest.raises(ValueError) as e:
@@ -164,6 +166,61 @@ def test_data_order_is_a_function_of_seed_and_position(tiny_root):
     for (xa, ya), (xb, yb) in zip(whole[2:], tail):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert not torch.equal(whole[0][0], whole[2][0])
+
+
+class _Masks:
+    """A stand-in dataset: only label maps (what repeat factors read)."""
+
+    def __init__(self, masks):
+        self.masks, self.file_names = masks, [f"m{i}.png" for i in range(len(masks))]
+
+    def __len__(self):
+        return len(self.masks)
+
+    def load_mask(self, i):
+        return self.masks[i]
+
+
+def test_repeat_factors_follow_the_rarest_class():
+    from trashlib.training.sampling import repeat_factors
+
+    common, rare = np.full((4, 4), 2, np.uint8), np.full((4, 4), 2, np.uint8)
+    rare[0, 0], rare[1, 1] = 9, 255  # one battery pixel; ignored pixels and background never count
+    masks = [common] * 9 + [rare]    # paper in 10 of 10 images, battery in 1 of 10
+    r = repeat_factors(_Masks(masks), 0.4)
+    assert np.allclose(r[:9], 1.0) and r[9] == pytest.approx(np.sqrt(0.4 / 0.1))
+    assert np.allclose(repeat_factors(_Masks(masks), 0.1), 1.0)  # f = t: no repeat
+    with pytest.raises(ValueError, match="repeat_threshold"):
+        repeat_factors(_Masks(masks), 1.5)
+    with pytest.raises(ValueError, match="m3.png"):
+        repeat_factors(_Masks([common] * 3 + [None]), 0.3)
+
+
+def test_repeat_sampling_draws_rare_images_more_and_depends_only_on_position(tiny_root):
+    from trashlib.data import TrashDataset
+    from trashlib.training.augment import transform_from_config
+    from trashlib.training.sampling import TrainStream, repeat_epoch
+
+    data = TrashDataset(tiny_root, "train")
+    n = len(data)
+    factors = np.ones(n)
+    factors[0] = 2.5
+    epochs = [repeat_epoch(3, e, factors) for e in range(200)]
+    counts = np.array([np.bincount(e, minlength=n) for e in epochs])
+    assert set(counts[:, 0]) == {2, 3} and (counts[:, 1:] == 1).all()  # stochastic rounding of 2.5
+    assert counts[:, 0].mean() == pytest.approx(2.5, abs=0.15)
+    transform = transform_from_config(small_cfg(tiny_root))
+    stream = TrainStream(data, transform, seed=3, repeat=factors)
+    order = [stream.index(p) for p in range(sum(map(len, epochs[:5])))]
+    assert order == list(np.concatenate(epochs[:5]))  # epochs follow each other, whatever their length
+    late = sum(map(len, epochs[:4])) + 1
+    jumped = TrainStream(data, transform, seed=3, repeat=factors)  # a resumed run starts late
+    assert jumped.index(late) == order[late] and jumped.index(2) == order[2]
+    plain = TrainStream(data, transform, seed=3)
+    assert [plain.index(p) for p in range(2 * n)] == [TrainStream(data, transform, seed=3).index(p) for p in range(2 * n)]
+    for bad in (np.ones(n + 1), np.full(n, 0.5), np.full(n, np.nan)):
+        with pytest.raises(ValueError, match="repeat factors"):
+            TrainStream(data, transform, seed=3, repeat=bad)
 
 
 def test_rescaled_crop_pads_mask_with_ignore(tiny_root):
@@ -280,6 +337,26 @@ def test_finished_run_is_retrained_when_the_data_changed(tiny_copy, monkeypatch)
         raise AssertionError("retrained")
 
     monkeypatch.setattr(loop, "_accelerator", no_training)
+    with pytest.raises(AssertionError, match="retrained"):
+        train(cfg, model=TinySeg(), progress=False)
+
+
+def test_finished_run_is_retrained_when_the_model_presets_changed(tiny_root, monkeypatch):
+    """A preset edit (trashlib.models.sizes) changes the architecture without changing the config."""
+    import trashlib.models.sizes as sizes
+    import trashlib.training.loop as loop
+    from trashlib.training import train
+
+    cfg = small_cfg(tiny_root, steps=2, eval_every=None, run_name="presetchange")
+    first = train(cfg, model=TinySeg(), progress=False)
+    assert json.loads((first.path / "finished.json").read_text())["presets_sha1"] == sizes.presets_fingerprint(cfg.size)
+
+    def no_training(*a, **k):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(loop, "_accelerator", no_training)
+    assert train(cfg, model=TinySeg(), progress=False) == first  # same presets: reused
+    monkeypatch.setitem(sizes.SWIN, cfg.size, {**sizes.SWIN[cfg.size], "drop_path_rate": 0.3})
     with pytest.raises(AssertionError, match="retrained"):
         train(cfg, model=TinySeg(), progress=False)
 

@@ -73,6 +73,10 @@ class TrainConfig:
     scale_range: tuple[float, float] = option((0.5, 2.0), "random rescale range of the image before cropping",
                                               nargs=2, metavar=("LOW", "HIGH"))
     hflip: float = option(0.5, "horizontal flip probability")
+    repeat_threshold: float | None = option(None, "repeat factor sampling (LVIS): an epoch draws each training image "
+                                                  "about max(1, sqrt(t / f)) times, f = the fraction of training "
+                                                  "images that hold its rarest object class (e.g. 0.1-0.3; None: "
+                                                  "every image once per epoch)")
     color_jitter: float = option(0.2, "brightness/contrast/saturation jitter strength (0: off)")
     # copy & paste (trashlib.copy_paste, trashlib.data.pasted): one recipe, applied online or offline
     copy_paste: str = option("none", "copy & paste augmentation: none; online (a new paste each time an image is "
@@ -177,6 +181,8 @@ class TrainConfig:
             yield f"scale_range must be (low, high) with 0 < low <= high, got {lo_hi!r}"
         if not 0 <= self.hflip <= 1:
             yield f"hflip must be a probability in [0, 1], got {self.hflip}"
+        if self.repeat_threshold is not None and not 0 < self.repeat_threshold <= 1:
+            yield f"repeat_threshold must be in (0, 1] or None, got {self.repeat_threshold}"
         if not 0 <= self.color_jitter <= 1:
             yield f"color_jitter must be in [0, 1], got {self.color_jitter}"
         yield from self._copy_paste_problems()

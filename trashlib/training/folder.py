@@ -13,6 +13,7 @@ from trashlib.checkpoint import checkpoint_step, last_checkpoint
 from trashlib.config import TrainConfig
 from trashlib.data import train_fingerprint
 from trashlib.io import atomic_open, read_json, write_json
+from trashlib.models.sizes import presets_fingerprint
 
 
 def start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool, precision: str = "no") -> None:
@@ -51,9 +52,14 @@ def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
         return False
     if runs.Run(run_dir).config.identity() != cfg.identity():
         return False
-    saved = read_json(run_dir / runs.FINISHED_FILE).get("data_sha1")
+    finished = read_json(run_dir / runs.FINISHED_FILE)
+    saved = finished.get("data_sha1")
     if saved is not None and saved != train_fingerprint(cfg):
         print(f"{run_dir.name}: the data changed since this run finished; training it again")
+        return False
+    if finished.get("presets_sha1") != presets_fingerprint(cfg.size):  # absent: finished before presets were recorded
+        print(f"{run_dir.name}: the {cfg.size} model presets (trashlib.models.sizes) changed since this run finished; "
+              "training it again")
         return False
     return True
 

@@ -27,12 +27,13 @@ from trashlib.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, lo
                                  save_training_state, save_weights)
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
-from trashlib.data.pasted import online_paster
+from trashlib.data.pasted import materialise_pasted, online_paster
 from trashlib.io import write_json
 from trashlib.models import build_model
+from trashlib.models.sizes import presets_fingerprint
 from trashlib.training.augment import transform_from_config
 from trashlib.training.folder import MetricsLog, finished_run, resuming_run, start_folder, truncate_metrics
-from trashlib.training.sampling import TrainStream, train_loader
+from trashlib.training.sampling import TrainStream, repeat_factors, train_loader
 from trashlib.training.schedule import lr_factor, set_lr
 from trashlib.training.validate import cdb_weights, validate
 
@@ -134,7 +135,15 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
             raise ValueError(f"init_from {trunk.path}: its weights do not fit {cfg.model}-{cfg.size} "
                              f"({str(e).splitlines()[0].rstrip(':. ')})") from None
         model.train()
-    stream = TrainStream(build_train_dataset(cfg), transform_from_config(cfg), seed=cfg.seed, paste=online_paster(cfg))
+    if cfg.copy_paste == "offline":  # the main process writes the set once; the others then read it
+        with accelerator.main_process_first():
+            materialise_pasted(cfg, progress=main)
+    data = build_train_dataset(cfg)
+    repeat = None if cfg.repeat_threshold is None else repeat_factors(data, cfg.repeat_threshold)
+    if repeat is not None and main and progress:
+        print(f"repeat factor sampling (t = {cfg.repeat_threshold}): {int((repeat > 1).sum())} of {len(repeat)} "
+              f"images repeated, up to {repeat.max():.2f}x; an epoch draws about {repeat.sum():.0f} images")
+    stream = TrainStream(data, transform_from_config(cfg), seed=cfg.seed, paste=online_paster(cfg), repeat=repeat)
     val_set = TrashDataset(cfg.data_root, split=cfg.val_split) if cfg.val_split else None
     accelerator.wait_for_everyone()  # every process has read the folder before the main one changes it
     try:
@@ -240,7 +249,8 @@ def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resumi
         bar.close()
     if main and state["step"] == cfg.steps:
         write_json(run_dir / runs.FINISHED_FILE, {"step": state["step"], "best_miou": state["best_miou"],
-                                                  "elapsed_s": state["elapsed"], "data_sha1": train_fingerprint(cfg)})
+                                                  "elapsed_s": state["elapsed"], "data_sha1": train_fingerprint(cfg),
+                                                  "presets_sha1": presets_fingerprint(cfg.size)})
     accelerator.wait_for_everyone()
     return runs.Run(run_dir)
 

@@ -2,17 +2,22 @@
 
 Sample position p (counted over the whole run, across processes) is image `perm_e[p % n]` of epoch
 e = p // n, where perm_e = default_rng((seed, e)).permutation(n), augmented with a generator seeded
-from (seed, p) (and, with online copy & paste, pasted onto first by a generator of its own from
+from (seed, p). With repeat factors (`repeat_factors`, LVIS repeat factor sampling) epoch e instead
+lists image i floor(r_i) times plus once more with probability frac(r_i), drawn from (seed, e, 1) and
+shuffled, so epochs differ in length and position p falls in the epoch whose cumulative length passes it (and, with online copy & paste, pasted onto first by a generator of its own from
 (seed, p)). A run resumed at step k therefore regenerates exactly the batches k+1..., whatever the
 number of DataLoader workers. Micro-batch m of process r holds positions
 (m * world + r) * batch_size + 0..batch_size-1.
 """
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from trashlib.classes import IGNORE_INDEX
 from trashlib.copy_paste import paste_rng
 from trashlib.training.augment import item_seed, seed_transform
 
@@ -22,6 +27,39 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng((int(seed), int(epoch))).permutation(n)
 
 
+def repeat_factors(dataset, threshold: float) -> np.ndarray:
+    """Per-image repeat factors of LVIS repeat factor sampling (Gupta et al., 2019).
+
+    r_i = max(1, max over the object classes c in image i of sqrt(threshold / f_c)), where f_c is the
+    fraction of the images whose label map holds class c (Background and ignored pixels do not count).
+    An image of common classes only keeps r = 1.
+
+    Shape:
+        returns: (len(dataset),) float64, every value >= 1.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"repeat_threshold must be in (0, 1], got {threshold}")
+    n = len(dataset)
+    present = np.zeros((n, IGNORE_INDEX + 1), bool)
+    for i in range(n):
+        mask = dataset.load_mask(i)
+        if mask is None:
+            raise ValueError(f"training item {i} ({dataset.file_names[i]}) has no mask")
+        present[i, np.unique(mask)] = True
+    present[:, [0, IGNORE_INDEX]] = False
+    freq = present.mean(axis=0)
+    per_class = np.where(freq > 0, np.sqrt(threshold / np.maximum(freq, 1e-12)), 1.0)
+    return np.maximum(1.0, (present * per_class).max(axis=1))
+
+
+def repeat_epoch(seed: int, epoch: int, factors: np.ndarray) -> np.ndarray:
+    """The image order of one epoch under repeat factors: stochastic rounding, then a shuffle."""
+    rng = np.random.default_rng((int(seed), int(epoch), 1))
+    whole = np.floor(factors)
+    counts = (whole + (rng.random(len(factors)) < factors - whole)).astype(np.int64)
+    return rng.permutation(np.repeat(np.arange(len(factors)), counts))
+
+
 class TrainStream(Dataset):
     """Augmented (image, mask) tensors indexed by sample position (see the module docstring).
 
@@ -29,18 +67,35 @@ class TrainStream(Dataset):
     the generator `paste_rng(seed, position)`: a stream of its own, so every augmentation draw stays the same.
     """
 
-    def __init__(self, dataset, transform, *, seed: int, paste=None):
+    def __init__(self, dataset, transform, *, seed: int, paste=None, repeat: np.ndarray | None = None):
         self.dataset, self.transform, self.seed, self.paste = dataset, transform, seed, paste
         self.n = len(dataset)
         if self.n == 0:
             raise ValueError(f"training split is empty: {getattr(dataset, 'split', '?')}")
+        if repeat is not None:
+            repeat = np.asarray(repeat, np.float64)
+            if repeat.shape != (self.n,) or not np.all(np.isfinite(repeat)) or repeat.min() < 1:
+                raise ValueError(f"repeat factors must be {self.n} finite numbers >= 1, got shape {repeat.shape}")
+        self.repeat = repeat
         self._epoch, self._perm = None, None
+        self._ends: list[int] = []  # repeat factors: cumulative epoch lengths, grown as positions need them
+
+    def _epoch_of(self, position: int) -> tuple[int, int]:
+        if self.repeat is None:
+            return divmod(position, self.n)
+        while not self._ends or self._ends[-1] <= position:
+            length = len(repeat_epoch(self.seed, len(self._ends), self.repeat))
+            self._ends.append((self._ends[-1] if self._ends else 0) + length)
+        epoch = bisect.bisect_right(self._ends, position)
+        return epoch, position - (self._ends[epoch - 1] if epoch else 0)
 
     def index(self, position: int) -> int:
         """Dataset index of sample `position`."""
-        epoch, offset = divmod(int(position), self.n)
+        epoch, offset = self._epoch_of(int(position))
         if epoch != self._epoch:  # workers read positions in order: one permutation per epoch
-            self._epoch, self._perm = epoch, epoch_permutation(self.seed, epoch, self.n)
+            self._epoch = epoch
+            self._perm = (epoch_permutation(self.seed, epoch, self.n) if self.repeat is None
+                          else repeat_epoch(self.seed, epoch, self.repeat))
         return int(self._perm[offset])
 
     def __getitem__(self, position: int):
