@@ -2,10 +2,11 @@
 
 Sample position p (counted over the whole run, across processes) is image `perm_e[p % n]` of epoch
 e = p // n, where perm_e = default_rng((seed, e)).permutation(n), augmented with a generator seeded
-from (seed, p). With repeat factors (`repeat_factors`, LVIS repeat factor sampling) epoch e instead
-lists image i floor(r_i) times plus once more with probability frac(r_i), drawn from (seed, e, 1) and
-shuffled, so epochs differ in length and position p falls in the epoch whose cumulative length passes it (and, with online copy & paste, pasted onto first by a generator of its own from
-(seed, p)). A run resumed at step k therefore regenerates exactly the batches k+1..., whatever the
+from (seed, p) (and, with online copy & paste, pasted onto first by a generator of its own from
+(seed, p)). With repeat factors (`repeat_factors`, LVIS repeat factor sampling) epoch e instead lists
+image i floor(r_i) times plus once more with probability frac(r_i), drawn from (seed, e, 1), shuffled;
+epochs then differ in length and position p falls in the epoch whose cumulative length passes it.
+A run resumed at step k therefore regenerates exactly the batches k+1..., whatever the
 number of DataLoader workers. Micro-batch m of process r holds positions
 (m * world + r) * batch_size + 0..batch_size-1.
 """
