@@ -65,6 +65,7 @@ SEGFORMER = {
     "large": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3], decoder_hidden_size=768),
 }
 
+
 def presets_fingerprint(size: str) -> str:
     """sha1 of every architecture table's entry for `size`: a finished run trained under other presets is stale."""
     tables = {"SWIN": SWIN, "MASK2FORMER_HEAD": MASK2FORMER_HEAD, "DINAT": DINAT, "CONVNEXT": CONVNEXT,
