@@ -326,3 +326,27 @@ def test_build_train_dataset_concatenates_sources_and_fingerprints_them(tiny_roo
     before = train_fingerprint(plain.replace(extra_train=(str(extra),)))
     write_label_maps(extra, [("y.jpg", ds.load_image(1), ds.load_mask(1))], overwrite=True)
     assert train_fingerprint(plain.replace(extra_train=(str(extra),))) != before != train_fingerprint(plain)
+
+
+def test_a_validated_file_is_not_validated_again_unless_its_bytes_change(tiny_copy, monkeypatch):
+    """Notebooks open the same split once per run: validation (seconds on real data) runs once per content."""
+    import trashlib.data.coco as coco_module
+
+    calls = []
+    real = coco_module.validate_coco
+    monkeypatch.setattr(coco_module, "validate_coco", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(coco_module, "_VALID", {})
+    first = TrashDataset(tiny_copy, "train")
+    again = TrashDataset(tiny_copy, "train")
+    assert len(calls) == 1 and again.sha1 == first.sha1 and len(again) == len(first)
+
+    def spoil(coco):
+        coco["annotations"][0]["category_id"] = 99
+
+    _edit_json(tiny_copy / "train.json", spoil)
+    with pytest.raises(DatasetError, match="unknown category_id 99"):
+        TrashDataset(tiny_copy, "train")
+    assert len(calls) == 2
+    with pytest.raises(DatasetError, match="unknown category_id 99"):  # a refused file is never remembered as valid
+        TrashDataset(tiny_copy, "train")
+    assert len(calls) == 3

@@ -196,6 +196,27 @@ def test_repeat_factors_follow_the_rarest_class():
         repeat_factors(_Masks([common] * 3 + [None]), 0.3)
 
 
+def test_repeat_factors_read_a_split_once_until_its_json_changes(tiny_copy, monkeypatch):
+    """Every run of a notebook samples the same split: its label maps are read once per JSON content."""
+    import trashlib.training.sampling as sampling
+    from trashlib.data import TrashDataset
+
+    monkeypatch.setattr(sampling, "_PRESENCE", {})
+    reads = []
+    real = TrashDataset.load_mask
+    monkeypatch.setattr(TrashDataset, "load_mask", lambda self, i: reads.append(i) or real(self, i))
+    first = sampling.repeat_factors(TrashDataset(tiny_copy, "train"), 0.3)
+    n = len(reads)
+    assert n == len(TrashDataset(tiny_copy, "train"))
+    np.testing.assert_array_equal(sampling.repeat_factors(TrashDataset(tiny_copy, "train"), 0.3), first)
+    assert len(reads) == n  # the second run's dataset: no label map read again
+    coco = json.loads((tiny_copy / "train.json").read_text())
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != coco["images"][0]["id"]]
+    (tiny_copy / "train.json").write_text(json.dumps(coco))
+    sampling.repeat_factors(TrashDataset(tiny_copy, "train"), 0.3)
+    assert len(reads) == 2 * n  # new bytes: read again
+
+
 def test_repeat_sampling_draws_rare_images_more_and_depends_only_on_position(tiny_root):
     from trashlib.data import TrashDataset
     from trashlib.training.augment import transform_from_config
@@ -359,6 +380,22 @@ def test_finished_run_is_retrained_when_the_model_presets_changed(tiny_root, mon
     monkeypatch.setitem(sizes.SWIN, cfg.size, {**sizes.SWIN[cfg.size], "drop_path_rate": 0.3})
     with pytest.raises(AssertionError, match="retrained"):
         train(cfg, model=TinySeg(), progress=False)
+
+
+def test_resume_is_refused_when_the_model_presets_changed(tiny_root, monkeypatch):
+    """An interrupted run's checkpoint belongs to the presets it started with; resuming under others is refused."""
+    import trashlib.models.sizes as sizes
+    from trashlib.training import train
+
+    cfg = small_cfg(tiny_root, steps=4, eval_every=None, run_name="presetresume")
+    cut = train(cfg, model=TinySeg(), stop_after=2, progress=False)
+    assert json.loads((cut.path / "environment.json").read_text())["presets_sha1"] == sizes.presets_fingerprint(cfg.size)
+    monkeypatch.setitem(sizes.SWIN, cfg.size, {**sizes.SWIN[cfg.size], "drop_path_rate": 0.3})
+    with pytest.raises(ValueError, match="presets .* changed since it started"):
+        train(cfg.replace(resume=True), model=TinySeg(), progress=False)
+    assert not cut.finished  # refused before anything was touched
+    monkeypatch.undo()
+    assert train(cfg.replace(resume=True), model=TinySeg(), progress=False).finished
 
 
 def test_training_reads_label_map_sets_with_ignore(tiny_root, tmp_path, monkeypatch):

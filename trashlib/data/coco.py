@@ -230,9 +230,20 @@ def load_coco(path: str | Path, *, annotated: bool = True, name: str | None = No
     """Read and validate a COCO file; DatasetError listing the fatal faults, others kept as warnings."""
     path = Path(path)
     data, sha1 = load_json(path, name=name)
-    problems = validate_coco(data, file=name or str(path), annotated=annotated)
-    fatal = [p for p in problems if p.fatal]
-    if fatal:
-        raise DatasetError(fatal)
-    return CocoFile(path, sha1, data["images"], data["categories"], data.get("annotations"),
-                    [p for p in problems if not p.fatal])
+    key = (sha1, name or str(path), annotated)
+    if (warnings := _VALID.get(key)) is None:
+        problems = validate_coco(data, file=key[1], annotated=annotated)
+        fatal = [p for p in problems if p.fatal]
+        if fatal:
+            raise DatasetError(fatal)
+        warnings = [p for p in problems if not p.fatal]
+        while len(_VALID) >= _KEEP_VALID:
+            del _VALID[next(iter(_VALID))]  # the oldest
+        _VALID[key] = warnings
+    return CocoFile(path, sha1, data["images"], data["categories"], data.get("annotations"), list(warnings))
+
+
+# The warnings of files that passed validation, by (sha1 of the bytes, name, annotated): validation is a
+# pure function of these, and it costs seconds on a real-sized train file, which notebooks load once per run.
+_VALID: dict[tuple, list[Problem]] = {}
+_KEEP_VALID = 32

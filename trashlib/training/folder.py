@@ -23,7 +23,9 @@ def start_folder(run_dir: Path, cfg: TrainConfig, device: str, *, resuming: bool
         runs.clear_run(run_dir)
     # resume and restart are one-off actions, not settings a copied config.yaml should repeat
     cfg.replace(resume=False, restart=False).to_yaml(run_dir / runs.CONFIG_FILE)
-    write_json(run_dir / runs.ENV_FILE, runs.environment(device, precision=precision))
+    # the presets the weights were built from: a resume after they changed is refused (resuming_run)
+    write_json(run_dir / runs.ENV_FILE, {**runs.environment(device, precision=precision),
+                                         "presets_sha1": presets_fingerprint(cfg.size)})
     (run_dir / "checkpoints").mkdir(exist_ok=True)
 
 
@@ -70,9 +72,22 @@ def resuming_run(run_dir: Path, cfg: TrainConfig, force: bool) -> bool:
     if last is None or (run_dir / runs.FINISHED_FILE).exists():  # nothing to lose, or a finished run retrained
         return False
     if cfg.resume:
+        started = _started_presets(run_dir)
+        if started is not None and started != presets_fingerprint(cfg.size):
+            raise ValueError(f"cannot resume {run_dir.name}: the {cfg.size} model presets (trashlib.models.sizes) "
+                             f"changed since it started, so its checkpoint belongs to another model; start it over "
+                             f"with --restart (restart=True)")
         return True
     if cfg.restart or force:
         return False
     raise FileExistsError(f"{run_dir} holds an interrupted run (last checkpoint at step {checkpoint_step(last)} of "
                           f"{cfg.steps}): continue it with --resume (resume=True), or start it over with --restart "
                           "(restart=True), which deletes its checkpoints and metrics")
+
+
+def _started_presets(run_dir: Path) -> str | None:
+    """The presets fingerprint the run started with (None: not recorded, or unreadable provenance)."""
+    try:
+        return read_json(run_dir / runs.ENV_FILE).get("presets_sha1")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trashlib.classes import IGNORE_INDEX
 from trashlib.copy_paste import paste_rng
+from trashlib.data import TrashDataset
+from trashlib.data.sources import ConcatSource
 from trashlib.training.augment import item_seed, seed_transform
 
 
@@ -40,17 +42,37 @@ def repeat_factors(dataset, threshold: float) -> np.ndarray:
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"repeat_threshold must be in (0, 1], got {threshold}")
-    n = len(dataset)
-    present = np.zeros((n, IGNORE_INDEX + 1), bool)
-    for i in range(n):
-        mask = dataset.load_mask(i)
-        if mask is None:
-            raise ValueError(f"training item {i} ({dataset.file_names[i]}) has no mask")
-        present[i, np.unique(mask)] = True
+    present = _class_presence(dataset)[:, :IGNORE_INDEX + 1].copy()
     present[:, [0, IGNORE_INDEX]] = False
     freq = present.mean(axis=0)
     per_class = np.where(freq > 0, np.sqrt(threshold / np.maximum(freq, 1e-12)), 1.0)
     return np.maximum(1.0, (present * per_class).max(axis=1))
+
+
+# (root, split, sha1) of a TrashDataset -> which label values each of its label maps holds. Its label
+# maps follow from the JSON's bytes, and a notebook's runs share the split, so each reads them once.
+_PRESENCE: dict[tuple, np.ndarray] = {}
+_KEEP_PRESENCE = 4
+
+
+def _class_presence(dataset) -> np.ndarray:
+    """(len(dataset), 256) bool: whether label value v occurs in label map i."""
+    if isinstance(dataset, ConcatSource):
+        return np.concatenate([np.zeros((0, 256), bool), *(_class_presence(s) for s in dataset.sources)])
+    key = (str(dataset.root), dataset.split, dataset.sha1) if isinstance(dataset, TrashDataset) else None
+    if key in _PRESENCE:
+        return _PRESENCE[key]
+    present = np.zeros((len(dataset), 256), bool)
+    for i in range(len(dataset)):
+        mask = dataset.load_mask(i)
+        if mask is None:
+            raise ValueError(f"training item {i} ({dataset.file_names[i]}) has no mask")
+        present[i] = np.bincount(mask.ravel(), minlength=256) > 0  # a count per uint8 value: no sort (np.unique)
+    if key is not None:
+        while len(_PRESENCE) >= _KEEP_PRESENCE:
+            del _PRESENCE[next(iter(_PRESENCE))]  # the oldest
+        _PRESENCE[key] = present
+    return present
 
 
 def repeat_epoch(seed: int, epoch: int, factors: np.ndarray) -> np.ndarray:
