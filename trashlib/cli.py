@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = data.add_parser("synth", help="generate the embedded trash-scene dataset in the competition layout")
     s.add_argument("--out", type=Path, required=True, help="output data root (created; must not hold a dataset)")
     s.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dataset (default 0)")
-    s.add_argument("--n-train", type=int, default=320, help="training images (default 320)")
+    s.add_argument("--n-train", type=int, default=1280, help="training images (default 1280)")
     s.add_argument("--n-val", type=int, default=80, help="validation images (default 80)")
     s.add_argument("--n-test", type=int, default=100, help="test images, labels written to test_labels.json (default 100)")
     s.add_argument("--mislabel-rate", type=float, default=0.02, help="share of annotations given a wrong class, recorded in synth_meta.json (default 0.02)")

@@ -139,7 +139,7 @@ def _foreign_files(out: Path) -> list[Path]:
     return foreign
 
 
-def generate_dataset(out, *, seed: int = 0, n_train: int = 320, n_val: int = 80, n_test: int = 100,
+def generate_dataset(out, *, seed: int = 0, n_train: int = 1280, n_val: int = 80, n_test: int = 100,
                      mislabel_rate: float = 0.02, workers: int | None = None, image_size: int = 512,
                      overwrite: bool = False) -> Path:
     """Generate the trash-scene dataset into `out` (competition layout); same seed, same bytes; returns `out`."""
