@@ -132,6 +132,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(paths, "RUNS_DIR", base / "runs")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_run_escapes_to_the_project(tmp_path_factory):
+    """Fails the session when a test trained into the project's runs folder (`monkeypatch.undo()` in a
+    test, for one, undoes `_isolated_cache` too): a run there whose data lies in pytest's temporary folder."""
+    import trashlib.paths as paths
+
+    project_runs = Path(paths.RUNS_DIR)
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    leaked = sorted(c.parent.name for c in project_runs.glob("*/config.yaml") if base in c.read_text(errors="replace"))
+    assert not leaked, f"tests trained into the project's {project_runs}: {leaked}"
+
+
 @pytest.fixture(scope="session")
 def taco_root() -> Path:
     """The 24 real TACO photos in the competition layout; skips when absent."""

@@ -390,11 +390,12 @@ def test_resume_is_refused_when_the_model_presets_changed(tiny_root, monkeypatch
     cfg = small_cfg(tiny_root, steps=4, eval_every=None, run_name="presetresume")
     cut = train(cfg, model=TinySeg(), stop_after=2, progress=False)
     assert json.loads((cut.path / "environment.json").read_text())["presets_sha1"] == sizes.presets_fingerprint(cfg.size)
-    monkeypatch.setitem(sizes.SWIN, cfg.size, {**sizes.SWIN[cfg.size], "drop_path_rate": 0.3})
+    started = sizes.SWIN[cfg.size]
+    monkeypatch.setitem(sizes.SWIN, cfg.size, {**started, "drop_path_rate": 0.3})
     with pytest.raises(ValueError, match="presets .* changed since it started"):
         train(cfg.replace(resume=True), model=TinySeg(), progress=False)
     assert not cut.finished  # refused before anything was touched
-    monkeypatch.undo()
+    monkeypatch.setitem(sizes.SWIN, cfg.size, started)  # not monkeypatch.undo(): that also undoes the run isolation
     assert train(cfg.replace(resume=True), model=TinySeg(), progress=False).finished
 
 
