@@ -15,6 +15,7 @@ from trashlib.classes import CLASSES
 from trashlib.data.segmentation import segmentation_problems
 from trashlib.data.values import is_count, is_finite_number, is_id, label, show
 from trashlib.io import parse_json
+from trashlib.memo import remember
 
 # Splits that must carry annotations; test.json (and unknown extras) may have none.
 ANNOTATED_SPLITS = ("train_all", "train", "val")
@@ -236,10 +237,7 @@ def load_coco(path: str | Path, *, annotated: bool = True, name: str | None = No
         fatal = [p for p in problems if p.fatal]
         if fatal:
             raise DatasetError(fatal)
-        warnings = [p for p in problems if not p.fatal]
-        while len(_VALID) >= _KEEP_VALID:
-            del _VALID[next(iter(_VALID))]  # the oldest
-        _VALID[key] = warnings
+        warnings = remember(_VALID, key, [p for p in problems if not p.fatal], keep=_KEEP_VALID)
     return CocoFile(path, sha1, data["images"], data["categories"], data.get("annotations"), list(warnings))
 
 

@@ -22,6 +22,7 @@ from trashlib.classes import CLASS_NAMES
 from trashlib.copy_paste import Donor, cut_donor
 from trashlib.data.dataset import TrashDataset
 from trashlib.data.raster import annotation_rle
+from trashlib.memo import remember
 
 MAX_PER_CLASS = 256
 MIN_AREA = 32   # visible pixels
@@ -109,8 +110,6 @@ def donor_bank(data_root: str | os.PathLike | None, split: str = "train", *,
     later calls with the same data; only the last KEEP_BANKS banks are held in memory."""
     dataset = TrashDataset(data_root, split=split)
     key = (str(dataset.root), split, dataset.sha1, work_size, MAX_PER_CLASS, MIN_AREA)
-    if key not in _BANKS:
-        while len(_BANKS) >= KEEP_BANKS:
-            del _BANKS[next(iter(_BANKS))]  # the oldest: memory holds a bounded number of banks
-        _BANKS[key] = DonorBank.from_dataset(dataset, work_size=work_size)
+    if key not in _BANKS:  # memory holds a bounded number of banks
+        remember(_BANKS, key, DonorBank.from_dataset(dataset, work_size=work_size), keep=KEEP_BANKS)
     return _BANKS[key]

@@ -22,6 +22,7 @@ from trashlib.classes import IGNORE_INDEX
 from trashlib.copy_paste import paste_rng
 from trashlib.data import TrashDataset
 from trashlib.data.sources import ConcatSource
+from trashlib.memo import remember
 from trashlib.training.augment import item_seed, seed_transform
 
 
@@ -68,11 +69,7 @@ def _class_presence(dataset) -> np.ndarray:
         if mask is None:
             raise ValueError(f"training item {i} ({dataset.file_names[i]}) has no mask")
         present[i] = np.bincount(mask.ravel(), minlength=256) > 0  # a count per uint8 value: no sort (np.unique)
-    if key is not None:
-        while len(_PRESENCE) >= _KEEP_PRESENCE:
-            del _PRESENCE[next(iter(_PRESENCE))]  # the oldest
-        _PRESENCE[key] = present
-    return present
+    return present if key is None else remember(_PRESENCE, key, present, keep=_KEEP_PRESENCE)
 
 
 def repeat_epoch(seed: int, epoch: int, factors: np.ndarray) -> np.ndarray:
