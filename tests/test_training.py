@@ -522,6 +522,25 @@ def test_branch_starts_from_the_trunk_weights_and_resumes_exactly(tiny_root):
         torch.testing.assert_close(v, _state(resumed)[k], rtol=0, atol=0)
 
 
+def test_branch_continues_the_trunks_adam_moments_under_its_own_learning_rate(tiny_root):
+    from trashlib.checkpoint import load_training_state
+    from trashlib.parameters import branch_config
+    from trashlib.training import train
+
+    torch.manual_seed(0)
+    trunk = train(small_cfg(tiny_root, steps=3, eval_every=None), model=TinySeg(), progress=False)
+    _, trunk_optim, _ = load_training_state(trunk.path / "checkpoints")
+    branch = train(branch_config(trunk, {"steps": 2, "lr": 1e-5}, seed=1), model=TinySeg(), progress=False)
+    _, optim, _ = load_training_state(branch.path / "checkpoints")
+    # the moments and step counts go on from the trunk's (a fresh AdamW would count 2 steps)
+    assert optim["state"].keys() == trunk_optim["state"].keys()
+    assert all(float(entry["step"]) == 3 + 2 for entry in optim["state"].values())
+    # a learning rate of ~0 after the trunk's moments: the moments decay, they do not restart from the gradient
+    first = next(iter(trunk_optim["state"]))
+    assert not torch.equal(optim["state"][first]["exp_avg_sq"], trunk_optim["state"][first]["exp_avg_sq"])
+    assert all(group["initial_lr"] in (1e-5, 1e-5 * branch.config.backbone_lr_mult) for group in optim["param_groups"])
+
+
 def test_branch_of_a_missing_or_unfinished_trunk_is_refused(tiny_root):
     from trashlib.training import train
 

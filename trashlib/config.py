@@ -58,8 +58,8 @@ class TrainConfig:
                                          "predictions are upsampled to the label maps' size for scoring "
                                          "(None: the images' own size)")
     init_from: str | None = option(None, "a finished run (folder, or name in the runs folder) whose last weights "
-                                         "start this run: a branch of a trunk run, with a fresh optimizer and "
-                                         "schedule (None: random init or `pretrained`)")
+                                         "and AdamW moments start this run: a branch of a trunk run, with its own "
+                                         "lr schedule (None: random init or `pretrained`)")
     lr: float = option(1e-4, "head learning rate (AdamW)")
     weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases and embeddings)")
     backbone_lr_mult: float = option(0.1, "backbone learning rate = lr x this (1 for random init)")

@@ -154,7 +154,8 @@ def training_config(training: dict | None = None, **varied) -> TrainConfig:
 
 
 def branch_config(trunk, branch: dict | None = None, *, seed: int = 0, **varied) -> TrainConfig:
-    """The config of one arm of a paired comparison: the trunk run's config, continued from its last weights.
+    """The config of one arm of a paired comparison: the trunk run's config, continued from its last weights
+    and AdamW moments.
 
     `trunk` is a finished Run; `branch` the profile's `branch:` fields (None: the smoke profile's), with
     a fresh warmup and schedule unless it sets them; `varied` what the arm changes (copy-paste settings,

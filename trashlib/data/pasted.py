@@ -7,7 +7,8 @@ objects, their scale and the edge blending. `copy_paste` says where it is applie
 - online (`online_paster`): the training stream pastes each drawn sample with probability `cp_prob`,
   using the sample's own generator (`copy_paste.paste_rng`), so resuming a run repeats its pastes;
 - offline (`materialise_pasted`): `cp_copies` pasted copies of every training image, written once as
-  PNG images and label maps (a label-map set, `trashlib.data.labelmaps`) into
+  PNG images and label maps (a label-map set, `trashlib.data.labelmaps`) at the working resolution
+  (`work_size`, where online pastes too and the training brings every image) into
   data/interim/label-maps/copy-paste-<recipe hash>/ and trained on beside the originals. Copy k of
   image i is pasted with `offline_rng(seed, i, k)` by the same `Paster`, always: with the originals,
   N copies show a paste in N/(N+1) of the images drawn (online's `cp_prob` = 0.5 for one copy).
@@ -31,7 +32,7 @@ from trashlib.data.donors import MAX_PER_CLASS, MIN_AREA, donor_bank
 from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset, write_label_maps
 from trashlib.io import check_writable
 
-RECIPE_VERSION = 1     # bump when pasting changes what a recipe produces
+RECIPE_VERSION = 2     # bump when pasting changes what a recipe produces (2: at the working resolution)
 OFFLINE_STREAM = 0x0FF1
 
 
@@ -64,7 +65,7 @@ def pasted_recipe(cfg) -> dict:
     return {"kind": "copy-paste", "version": RECIPE_VERSION, "data_root": str(dataset.root),
             "split": cfg.train_split, "data_sha1": dataset.sha1, "donors": cfg.cp_donors,
             "classes": list(cfg.cp_classes), "max_objects": cfg.cp_max_objects, "scale": list(cfg.cp_scale),
-            "blend_sigma": cfg.cp_blend_sigma, "copies": cfg.cp_copies, "seed": cfg.seed,
+            "blend_sigma": cfg.cp_blend_sigma, "copies": cfg.cp_copies, "seed": cfg.seed, "work_size": cfg.work_size,
             "donor_bank": {"max_per_class": MAX_PER_CLASS, "min_area": MIN_AREA}}
 
 
@@ -94,7 +95,7 @@ def materialise_pasted(cfg, *, progress: bool = False) -> LabelMapDataset:
         return _existing(folder, recipe)
     check_writable(folder.parent, what=f"the pasted set {folder}")
     dataset = TrashDataset(cfg.data_root, split=cfg.train_split)
-    paster = build_paster(cfg)
+    paster = build_paster(cfg, work_size=cfg.work_size)  # 1/16 of the pixels to paste and write at 128 for 512
     order = [(i, k) for i in range(len(dataset)) for k in range(cfg.cp_copies)]
 
     def samples():
