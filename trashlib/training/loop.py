@@ -278,9 +278,9 @@ def _continue_moments(optimizer, trunk) -> None:
 
     A fresh AdamW moves every weight by about lr in its first steps (m/sqrt(v) = sign(g) at step 1,
     whatever the gradient's size), which knocks a converged trunk back before the branch learns
-    anything: measured on the cpu trunk, 30 steps at lr 1e-4 from fresh moments lost 0.019 val mIoU.
-    With the trunk's moments the branch continues the trunk's optimizer, and only what the arm changes
-    (data, augmentation, schedule) moves the weights.
+    anything: measured on the cpu trunk (0.293), 30 steps at lr 1e-4 lost 0.019 val mIoU from fresh
+    moments and 0.013 from the trunk's. With them, each weight's step stays scaled by its own gradient
+    history, as it was at the trunk's end.
     """
     _, trunk_state, _ = load_training_state(trunk.path / "checkpoints")
     mine = optimizer.state_dict()
