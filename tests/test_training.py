@@ -535,9 +535,7 @@ def test_branch_continues_the_trunks_adam_moments_under_its_own_learning_rate(ti
     # the moments and step counts go on from the trunk's (a fresh AdamW would count 2 steps)
     assert optim["state"].keys() == trunk_optim["state"].keys()
     assert all(float(entry["step"]) == 3 + 2 for entry in optim["state"].values())
-    # a learning rate of ~0 after the trunk's moments: the moments decay, they do not restart from the gradient
-    first = next(iter(trunk_optim["state"]))
-    assert not torch.equal(optim["state"][first]["exp_avg_sq"], trunk_optim["state"][first]["exp_avg_sq"])
+    # the branch's own learning rate, not the trunk's
     assert all(group["initial_lr"] in (1e-5, 1e-5 * branch.config.backbone_lr_mult) for group in optim["param_groups"])
 
 
