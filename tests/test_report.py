@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -128,3 +129,15 @@ def test_reported_runs_reads_run_and_runs(tmp_path, monkeypatch):
     report.save_metrics(BACKBONES, {"runs": ["swin_a", "dinat_b"]})
     assert report.reported_runs([BASELINE, BACKBONES, "05_not_run_yet"]) == ["swin_a", "dinat_b"]
     assert report.reported_runs(["05_not_run_yet"]) == []
+
+
+def test_cpu_profile_trunk_pastes_rare_classes_and_each_arm_pastes_only_what_its_name_says(tmp_path):
+    prof = parameters.load_profile("cpu")
+    trunk_cfg = parameters.training_config(prof["training"], model="mask2former-swin", data_root="/x")
+    assert (trunk_cfg.copy_paste, trunk_cfg.cp_donors) == ("online", "classes")
+    trunk = SimpleNamespace(config=trunk_cfg, name="trunk", path=tmp_path / "trunk")
+    variants = parameters.notebook_parameters(prof, "04_copy_paste")["variants"]
+    tags = {name: parameters.branch_config(trunk, prof["branch"], seed=0, **fields).copy_paste_tag
+            for name, fields in {"none": {}, **variants}.items()}
+    assert tags == {"none": "", "online uniform": "_cp-online-uniform", "online rare": trunk_cfg.copy_paste_tag,
+                    "offline": "_cp-offline-uniform", "classmix": "_classmix"}
