@@ -111,3 +111,11 @@ def test_ensemble_stages_step_from_what_they_build_on():
     assert stages["soft"].reference == "best single" and stages["soft"].verdict == "one seed"  # no noise known
     assert stages["hard"].reference == "best single" and stages["hard"].delta == pytest.approx(0.01)
     assert stages["hard"].verdict == "gain" and "from 05" in stages["hard"].note
+
+
+def test_a_trunk_that_pasted_is_named_beside_04s_steps(reports):
+    report.save_metrics("04_copy_paste", {**METRICS["04_copy_paste"], "trunk_copy_paste": "cp-online-metal"})
+    page = report.write_index([], profile="cpu").read_text()
+    seed = page[page.index('id="seed-table"'):page.index('id="notebooks"')]
+    assert "none -&gt; offline (from a trunk trained with cp-online-metal)" in seed
+    assert "none -&gt; online rare (from a trunk trained with cp-online-metal)" in seed

@@ -49,7 +49,9 @@ def _variant_step(m: dict | None, *words) -> dict:
         return {}
     spread = max(_num(a.get("val_mIoU_std")) or 0.0, _num(b.get("val_mIoU_std")) or 0.0)
     seeds = min(len(a.get("seeds") or []) or 1, len(b.get("seeds") or []) or 1)
-    return {"before": before, "after": after, "spread": spread, "seeds": seeds, "what": f"{ref} -> {name}",
+    pasted = m.get("trunk_copy_paste")  # 04: a trunk that already pasted makes "none" a stop, not a never
+    what = f"{ref} -> {name}" + (f" (from a trunk trained with {pasted})" if pasted and pasted != "none" else "")
+    return {"before": before, "after": after, "spread": spread, "seeds": seeds, "what": what,
             "verdict": verdict(after - before, spread, seeds=seeds)}
 
 
