@@ -40,11 +40,11 @@ def bare_steps(cfg, batches, *, device) -> list[float]:
     import torch
 
     from trashlib.models import build_model
+    from trashlib.training.loop import make_optimizer
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, size=cfg.size).to(device).train()
-    opt = torch.optim.AdamW(model.param_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                               backbone_lr_mult=cfg.backbone_lr_mult))
+    opt = make_optimizer(model, cfg)
     times = []
     for images, masks in batches:
         t = time.perf_counter()

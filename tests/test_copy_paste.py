@@ -210,6 +210,35 @@ def test_donor_bank_keeps_visible_pixels_and_caps_classes(tmp_path):
     assert not shrunk.mask[5:8, 5:8].any() and half.counts == bank.counts and half.nbytes < bank.nbytes / 3
 
 
+def test_a_stored_donor_bank_is_the_bank_it_was_cut_as(tmp_path):
+    from trashlib import paths
+    from trashlib.data import TrashDataset
+    from trashlib.data.donors import _BANKS, DonorBank, bank_path, donor_bank
+
+    root = write_overlap_dataset(tmp_path / "d")
+    bank = DonorBank.from_dataset(TrashDataset(root), max_per_class=2, min_area=4)
+    bank.save(tmp_path / "bank.npz")
+    again = DonorBank.load(tmp_path / "bank.npz")
+    assert again.counts == bank.counts and again.source == bank.source and list(again.donors) == sorted(bank.donors)
+    for c, donors in bank.donors.items():
+        for a, b in zip(donors, again.donors[c], strict=True):
+            assert (a.image == b.image).all() and (a.mask == b.mask).all() and a.mask.dtype == b.mask.dtype
+            assert (a.category_id, a.source, a.reference_size) == (b.category_id, b.source, b.reference_size)
+    # donor_bank writes the bank under data/interim/donors/ and a fresh process (an empty memo) reads it back
+    _BANKS.clear()
+    first = donor_bank(root, work_size=16)
+    path = bank_path(TrashDataset(root), 16)
+    assert path.is_file() and path.is_relative_to(paths.INTERIM_DIR)
+    _BANKS.clear()
+    assert repr(donor_bank(root, work_size=16)) == repr(first)
+    # a damaged file is ours to replace: cut again, written over
+    path.write_bytes(b"not a zip")
+    _BANKS.clear()
+    assert repr(donor_bank(root, work_size=16)) == repr(first) and DonorBank.load(path).counts == first.counts
+    with pytest.raises(ValueError, match="not a readable donor bank"):
+        DonorBank.load(tmp_path / "d" / "train.json")
+
+
 # -- config and run name --------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw, message", [
     ({"copy_paste": "sometimes"}, "copy_paste must be one of"),

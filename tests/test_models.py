@@ -22,6 +22,21 @@ def batch(n: int = 2, size: int = 64, seed: int = 0):
     return images, masks
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA keeps transformers' default attention")
+def test_on_a_cpu_swin_attends_eagerly_with_the_same_output():
+    from trashlib.models import use_eager_attention
+
+    torch.manual_seed(0)
+    model = build_model("mask2former-swin", size="tiny").eval()
+    backbone = model.hf.model.pixel_level_module.encoder
+    assert backbone.config._attn_implementation == "eager" and use_eager_attention(model) == 0
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager = model.predict_proba(x)
+        backbone.set_attn_implementation("sdpa")
+        torch.testing.assert_close(model.predict_proba(x), eager, rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_name_and_size_list_the_valid_ones():
     with pytest.raises(ValueError) as err:
         build_model("mask3former")

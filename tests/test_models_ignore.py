@@ -75,7 +75,7 @@ def test_zero_weight_points_drop_out_of_the_point_losses():
     for ours, theirs in ((weighted_sigmoid_ce, sigmoid_cross_entropy_loss), (weighted_dice, dice_loss)):
         torch.testing.assert_close(ours(logits, labels, torch.ones(3, 10), 2), theirs(logits, labels, 2))
         torch.testing.assert_close(ours(logits, labels, weights, 2), theirs(logits[:, :6], labels[:, :6], 2))
-    bce, dice = pairwise_costs(logits, labels[:2], weights[0])
+    bce, dice = (c[0] for c in pairwise_costs(logits[None], labels[None, :2], weights[:1]))
     torch.testing.assert_close(bce, pair_wise_sigmoid_cross_entropy_loss(logits[:, :6], labels[:2, :6]))
     torch.testing.assert_close(dice, pair_wise_dice_loss(logits[:, :6], labels[:2, :6]))
     # one point, logit 0, label 1: BCE log 2; Dice 1 - (2 * 0.5 + 1) / (0.5 + 1 + 1) = 0.2
@@ -94,18 +94,34 @@ def criterion_inputs():
         mask_labels, class_labels, masks
 
 
-def test_without_ignored_pixels_the_criterion_is_transformers_loss():
+_RAND = torch.rand
+
+
+def fixed_points(*shape, **kwargs):
+    """torch.rand's stand-in: the same points in every row, so a batched and a looped loss sample alike."""
+    *rows, n, two = shape
+    return _RAND(n, two, generator=torch.Generator().manual_seed(n)).expand(*rows, n, two).clone()
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_without_ignored_pixels_the_criterion_is_transformers_loss(monkeypatch, layers):
+    """Every layer and image matched and scored in one batch: transformers' per-layer, per-image losses, summed."""
     criterion = tiny_model("mask2former-swin").hf.criterion
-    mask_logits, class_logits, _, _, _ = criterion_inputs()
+    g = torch.Generator().manual_seed(3)
+    predictions = [(torch.randn(2, 8, 16, 16, generator=g), torch.randn(2, 8, NUM_CLASSES + 1, generator=g))
+                   for _ in range(layers)]
+    aux = [{"masks_queries_logits": m, "class_queries_logits": c} for m, c in predictions[1:]] or None
     masks = torch.randint(0, NUM_CLASSES, (2, 64, 64), generator=torch.Generator().manual_seed(2))
+    masks[1, :, :40] = 3  # images with different numbers of classes: the targets are padded
     mask_labels, class_labels = masks_to_targets(masks)
     reference = Mask2FormerLoss(tiny_model("mask2former-swin").hf.config, criterion.weight_dict)
-    torch.manual_seed(0)
-    expected = reference(mask_logits, class_logits, mask_labels, class_labels)
+    monkeypatch.setattr(torch, "rand", fixed_points)
+    expected = reference(*predictions[0], mask_labels, class_labels, auxiliary_predictions=aux)
     with criterion.ignoring(masks != IGNORE_INDEX):
-        torch.manual_seed(0)
-        got = criterion(mask_logits, class_logits, mask_labels, class_labels)
-    torch.testing.assert_close(got, expected)
+        got = criterion(*predictions[0], mask_labels, class_labels, auxiliary_predictions=aux)
+    assert set(got) == {"loss_cross_entropy", "loss_mask", "loss_dice"}
+    for key, value in got.items():  # transformers: loss_mask, loss_mask_0, loss_mask_1, ...
+        torch.testing.assert_close(value, sum(v for k, v in expected.items() if k.startswith(key)))
 
 
 def test_criterion_ignores_mask_logits_in_ignored_areas_in_sampling_matching_and_loss():

@@ -55,12 +55,14 @@ def cut_donor(image: np.ndarray, instance: np.ndarray, *, category_id: int, sour
     Shape:
         image: (H, W, 3) uint8; instance: (H, W) bool, the object's visible pixels.
     """
-    ys, xs = np.nonzero(instance)
-    if len(ys) == 0:
+    rows, cols = instance.any(axis=1), instance.any(axis=0)  # the box without listing every pixel (np.nonzero)
+    if not rows.any():
         return None
     h, w = instance.shape
-    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
-    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
+    top, bottom = int(rows.argmax()), h - int(rows[::-1].argmax())
+    left, right = int(cols.argmax()), w - int(cols[::-1].argmax())
+    y0, y1 = max(0, top - margin), min(h, bottom + margin)
+    x0, x1 = max(0, left - margin), min(w, right + margin)
     return Donor(np.ascontiguousarray(image[y0:y1, x0:x1]), np.ascontiguousarray(instance[y0:y1, x0:x1]),
                  int(category_id), source, max(h, w))
 

@@ -7,25 +7,35 @@ crops. Memory is bounded by keeping at most `max_per_class` objects of a class (
 subset, the same on every run); `counts` keeps every class's full count, so drawing a class stays
 proportional to the data. Objects of fewer than `min_area` visible pixels are skipped: a few pixels
 pasted teach nothing. Online pasting at a working resolution keeps its donors at that resolution
-(`work_size`). `donor_bank` keeps the last two banks built, so the runs of a notebook share them.
+(`work_size`). `donor_bank` keeps the last two banks built, so the runs of a notebook share them, and
+stores each bank under data/interim/donors/ (keyed by the split's JSON, its image files and the bank's
+settings), so a later process loads it in a second instead of cutting every object again (about 16 s
+for the 1280 embedded training images on 2 cores).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import zipfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from trashlib import paths
 from trashlib.classes import CLASS_NAMES
 from trashlib.copy_paste import Donor, cut_donor
 from trashlib.data.dataset import TrashDataset
 from trashlib.data.raster import annotation_rle
+from trashlib.io import atomic_open
 from trashlib.memo import remember
 
 MAX_PER_CLASS = 256
 MIN_AREA = 32   # visible pixels
+BANK_VERSION = 1  # bump when cutting changes what a bank holds
 
 
 @dataclass
@@ -58,7 +68,7 @@ class DonorBank:
                 cat = ann["category_id"]
                 rle = annotation_rle(ann, height=h, width=w, file=str(dataset.path), k=k)
                 visible = mask_utils.decode(rle).view(bool) & (mask == cat)
-                if int(visible.sum()) < min_area:
+                if np.count_nonzero(visible) < min_area:
                     continue
                 n = counts.get(cat, 0)
                 counts[cat] = n + 1
@@ -75,6 +85,38 @@ class DonorBank:
                 else:
                     kept[slot] = donor
         return cls(donors, counts, source=f"{dataset.path} ({dataset.sha1[:12]})")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the bank as one .npz of flat arrays (no pickles), atomically."""
+        flat = [(c, d) for c in sorted(self.donors) for d in self.donors[c]]
+        shapes = np.array([d.mask.shape for _, d in flat], dtype=np.int64).reshape(-1, 2)
+        meta = {"version": BANK_VERSION, "source": self.source, "counts": {str(c): n for c, n in self.counts.items()},
+                "donors": [[c, d.category_id, d.source, d.reference_size] for c, d in flat]}
+        with atomic_open(path, "wb") as f:
+            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), shapes=shapes,
+                     images=np.concatenate([d.image.ravel() for _, d in flat] or [np.zeros(0, np.uint8)]),
+                     masks=np.concatenate([d.mask.ravel() for _, d in flat] or [np.zeros(0, bool)]))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DonorBank":
+        """A bank written by `save`; ValueError when the file is damaged or of another version."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(z["meta"].tobytes())
+                shapes, images, masks = z["shapes"], z["images"], z["masks"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable donor bank ({e})") from None
+        if not isinstance(meta, dict) or meta.get("version") != BANK_VERSION or len(meta["donors"]) != len(shapes):
+            raise ValueError(f"{path}: a donor bank of another version or layout")
+        areas = shapes.prod(axis=1)
+        if int(areas.sum()) != masks.size or 3 * int(areas.sum()) != images.size:
+            raise ValueError(f"{path}: the donor bank's arrays do not match its shapes")
+        donors: dict[int, list[Donor]] = {}
+        at = np.concatenate([[0], np.cumsum(areas)])
+        for (c, category, source, reference), (h, w), a, b in zip(meta["donors"], shapes, at[:-1], at[1:]):
+            donors.setdefault(int(c), []).append(Donor(images[3 * a:3 * b].reshape(h, w, 3), masks[a:b].reshape(h, w),
+                                                       int(category), source, int(reference)))
+        return cls(donors, {int(c): int(n) for c, n in meta["counts"].items()}, source=meta["source"])
 
     @property
     def nbytes(self) -> int:
@@ -111,5 +153,27 @@ def donor_bank(data_root: str | os.PathLike | None, split: str = "train", *,
     dataset = TrashDataset(data_root, split=split)
     key = (str(dataset.root), split, dataset.sha1, work_size, MAX_PER_CLASS, MIN_AREA)
     if key not in _BANKS:  # memory holds a bounded number of banks
-        remember(_BANKS, key, DonorBank.from_dataset(dataset, work_size=work_size), keep=KEEP_BANKS)
+        remember(_BANKS, key, _stored_bank(dataset, work_size), keep=KEEP_BANKS)
     return _BANKS[key]
+
+
+def bank_path(dataset: TrashDataset, work_size: int | None) -> Path:
+    """Where the bank of a split at a working size is stored: its key covers the JSON, the image files' sizes
+    and times, and the bank's settings."""
+    settings = json.dumps([BANK_VERSION, dataset._image_key(), work_size, MAX_PER_CLASS, MIN_AREA])
+    return paths.cache_dir("donors") / f"{dataset.split}-{hashlib.sha1(settings.encode()).hexdigest()[:16]}.npz"
+
+
+def _stored_bank(dataset: TrashDataset, work_size: int | None) -> DonorBank:
+    path = bank_path(dataset, work_size)
+    if path.is_file():
+        try:
+            return DonorBank.load(path)
+        except ValueError:
+            pass  # a damaged bank of ours: cut it again and write it over
+    bank = DonorBank.from_dataset(dataset, work_size=work_size)
+    try:
+        bank.save(path)
+    except OSError:
+        pass  # a read-only cache folder costs the next process the cutting again, nothing else
+    return bank

@@ -71,17 +71,19 @@ def weighted_dice(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
 
 
 def pairwise_costs(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor):
-    """The matcher's weighted BCE and Dice costs between every prediction and every target.
+    """The matcher's weighted BCE and Dice costs between every prediction and every target, per row.
 
     Shape:
-        logits: (Q, P); labels: (T, P); weights: (P,) shared by all pairs
-        returns: (Q, T) BCE cost, (Q, T) Dice cost
+        logits: (M, Q, P); labels: (M, T, P); weights: (M, P), shared by all pairs of a row
+        returns: (M, Q, T) BCE cost, (M, Q, T) Dice cost
     """
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none") * weights
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none") * weights
-    bce = (pos @ labels.T + neg @ (1 - labels).T) / weights.sum().clamp_min(1e-6)
-    probs = logits.sigmoid() * weights
-    dice = 1 - (2 * probs @ labels.T + 1) / (probs.sum(1)[:, None] + (labels * weights).sum(1)[None] + 1)
+    w = weights[:, None]
+    pos = F.softplus(-logits) * w  # BCE against 1
+    neg = F.softplus(logits) * w  # BCE against 0
+    labels_t = labels.transpose(1, 2)
+    bce = (pos @ labels_t + neg @ (1 - labels_t)) / weights.sum(1).clamp_min(1e-6)[:, None, None]
+    probs = logits.sigmoid() * w
+    dice = 1 - (2 * probs @ labels_t + 1) / (probs.sum(-1)[:, :, None] + (labels * w).sum(-1)[:, None, :] + 1)
     return bce, dice
 
 
@@ -89,31 +91,92 @@ def _all_valid(mask_labels: list[torch.Tensor]) -> torch.Tensor:
     return mask_labels[0].new_ones(len(mask_labels), 1, *mask_labels[0].shape[-2:])
 
 
+def pad_targets(mask_labels: list[torch.Tensor], class_labels: list[torch.Tensor]):
+    """Per-image targets stacked with padding: masks, classes, and which entries are real.
+
+    Shape:
+        mask_labels: N x (T_i, H, W); class_labels: N x (T_i,)
+        returns: (N, T, H, W) float masks (0 where padded), (N, T) long classes (0 where padded),
+            (N,) long T_i; T = max T_i (at least 1)
+    """
+    counts = torch.tensor([len(c) for c in class_labels], dtype=torch.long)
+    t = max(1, int(counts.max())) if len(counts) else 1
+    masks = mask_labels[0].new_zeros(len(mask_labels), t, *mask_labels[0].shape[-2:], dtype=torch.float32)
+    classes = torch.zeros(len(class_labels), t, dtype=torch.long, device=masks.device)
+    for i, (m, c) in enumerate(zip(mask_labels, class_labels)):
+        masks[i, :len(c)] = m
+        classes[i, :len(c)] = c
+    return masks, classes, counts
+
+
+def batched_costs(mask_logits, class_logits, targets, target_classes, valid, coords, *, cost_mask, cost_class,
+                  cost_dice) -> torch.Tensor:
+    """The matcher's cost between every query and every target, for many (layer, image) rows at once.
+
+    The same cost as one image at a time (`pairwise_costs` plus the class term), with each row's own points.
+
+    Shape:
+        mask_logits: (M, Q, h, w); class_logits: (M, Q, C+1); targets: (M, T, H, W) float
+        target_classes: (M, T) long; valid: (M, 1, H, W) float; coords: (M, P, 2) in [0, 1]
+        returns: (M, Q, T) float32
+    """
+    mask_logits, class_logits = mask_logits.float(), class_logits.float()
+    weights = point_weights(valid, coords)  # (M, P)
+    labels = sample_point(targets, coords, align_corners=False)  # (M, T, P)
+    labels = (labels / weights[:, None].clamp_min(1e-6)).clamp(max=1.0)
+    logits = sample_point(mask_logits, coords, align_corners=False)  # (M, Q, P)
+    bce, dice = pairwise_costs(logits, labels, weights)
+    cls = -class_logits.softmax(-1).gather(-1, target_classes[:, None, :].expand(-1, class_logits.shape[1], -1))
+    cost = cost_mask * bce + cost_class * cls + cost_dice * dice
+    big = torch.finfo(cost.dtype).max
+    return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
+
+
 class IgnoreAwareHungarianMatcher(Mask2FormerHungarianMatcher):
-    """transformers' matcher whose mask and Dice costs weight each sampled point by its validity."""
+    """transformers' matcher whose mask and Dice costs weight each sampled point by its validity.
+
+    `match` matches many (decoder layer, image) rows in one pass: the cost matrices of every row are
+    computed together and only the assignment runs per row (scipy). One image at a time, a training
+    step of the cpu profile issued some 10,000 small tensor operations in its loss alone.
+    """
 
     valid: torch.Tensor | None = None  # (N, 1, H, W) float, set by IgnoreAwareMask2FormerLoss.ignoring
 
     @torch.no_grad()
+    def match(self, mask_logits, class_logits, targets, target_classes, counts, valid):
+        """Hungarian indices per row: a list of (query indices, target indices), each (T_row,) long.
+
+        Shape:
+            mask_logits: (M, Q, h, w); class_logits: (M, Q, C+1); targets: (M, T, H, W) padded
+            target_classes: (M, T); counts: (M,) real targets per row; valid: (M, 1, H, W)
+        """
+        coords = torch.rand(len(mask_logits), self.num_points, 2, device=mask_logits.device)
+        cost = batched_costs(mask_logits, class_logits, targets, target_classes, valid, coords,
+                             cost_mask=self.cost_mask, cost_class=self.cost_class, cost_dice=self.cost_dice)
+        cost = cost.cpu().numpy()
+        indices = []
+        for row, n in zip(cost, counts.tolist()):
+            i, j = linear_sum_assignment(row[:, :n])
+            indices.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
+        return indices
+
+    @torch.no_grad()
     def forward(self, masks_queries_logits, class_queries_logits, mask_labels, class_labels):
         valid = self.valid if self.valid is not None else _all_valid(mask_labels)
-        indices = []
-        for i, (pred, target, classes) in enumerate(zip(masks_queries_logits, mask_labels, class_labels)):
-            cost_class = -class_queries_logits[i].softmax(-1)[:, classes]
-            coords = torch.rand(1, self.num_points, 2, device=pred.device)
-            target = target.to(pred)[:, None]  # (T, 1, H, W)
-            labels, _ = point_targets(target, valid[i].expand_as(target), coords.expand(len(target), -1, -1))
-            logits = sample_point(pred[:, None], coords.expand(len(pred), -1, -1), align_corners=False).squeeze(1)
-            cost_mask, cost_dice = pairwise_costs(logits, labels, point_weights(valid[i:i + 1], coords)[0])
-            cost = self.cost_mask * cost_mask + self.cost_class * cost_class + self.cost_dice * cost_dice
-            big = torch.finfo(cost.dtype).max
-            cost = torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
-            indices.append(linear_sum_assignment(cost.cpu()))
-        return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
+        targets, classes, counts = pad_targets(mask_labels, class_labels)
+        return self.match(masks_queries_logits, class_queries_logits, targets.to(masks_queries_logits.device),
+                          classes, counts, valid)
 
 
 class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
-    """transformers' Mask2FormerLoss honouring a per-image validity mask (the rule in the module docstring)."""
+    """transformers' Mask2FormerLoss honouring a per-image validity mask (the rule in the module docstring).
+
+    Every decoder layer's predictions (the last and the auxiliary ones) are matched and scored in one
+    batched pass. The losses are transformers' sums over layers: `loss_mask` and `loss_dice` add every
+    layer's masks over `num_masks`, `loss_cross_entropy` adds each layer's weighted mean; transformers
+    returns one key per layer (`loss_mask_0`, ...), these keys hold their sum, which is what the model's
+    total loss adds up.
+    """
 
     valid: torch.Tensor | None = None
 
@@ -160,17 +223,50 @@ class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
             return picked
         return torch.cat([picked, torch.rand(m, self.num_points - k, 2, device=device)], dim=1)
 
-    def loss_masks(self, masks_queries_logits, mask_labels, indices, num_masks) -> dict[str, torch.Tensor]:
+    def forward(self, masks_queries_logits, class_queries_logits, mask_labels, class_labels,
+                auxiliary_predictions=None) -> dict[str, torch.Tensor]:
+        """Losses summed over the last and the auxiliary layers (keys loss_cross_entropy, loss_mask, loss_dice).
+
+        Shape:
+            masks_queries_logits: (N, Q, h, w); class_queries_logits: (N, Q, C+1)
+            mask_labels: N x (T_i, H, W); class_labels: N x (T_i,)
+        """
+        layers = [(masks_queries_logits, class_queries_logits)] + [
+            (aux["masks_queries_logits"], aux["class_queries_logits"]) for aux in auxiliary_predictions or []]
+        n, q = class_queries_logits.shape[:2]
+        mask_logits = torch.cat([m for m, _ in layers])  # (L * N, Q, h, w), layer-major
+        class_logits = torch.cat([c for _, c in layers])  # (L * N, Q, C+1)
+        rows = len(layers) * n
+        image = torch.arange(rows) % n
         valid = self.valid if self.valid is not None else _all_valid(mask_labels)
-        src_idx = self._get_predictions_permutation_indices(indices)
-        tgt_idx = self._get_targets_permutation_indices(indices)
-        pred_masks = masks_queries_logits[src_idx][:, None]
-        target_masks, _ = self._pad_images_to_max_in_batch(mask_labels)
-        target_masks = target_masks[tgt_idx][:, None]
-        valid = valid[tgt_idx[0]]
+        targets, classes, counts = pad_targets(mask_labels, class_labels)
+        targets = targets.to(mask_logits.device)
+        indices = self.matcher.match(mask_logits, class_logits, targets[image], classes[image], counts[image],
+                                     valid[image])
+        num_masks = self.get_num_masks(class_labels, device=class_labels[0].device)
+        row = torch.cat([torch.full_like(src, r) for r, (src, _) in enumerate(indices)])
+        query = torch.cat([src for src, _ in indices])
+        target = torch.cat([tgt for _, tgt in indices])
+        return {**self._mask_losses(mask_logits, targets, valid, image[row], row, query, target, num_masks),
+                "loss_cross_entropy": self._class_loss(class_logits, classes, image, row, query, target, n)}
+
+    def _mask_losses(self, mask_logits, targets, valid, image, row, query, target, num_masks):
+        pred_masks = mask_logits[row, query][:, None]  # (K, 1, h, w), K matched pairs of every layer
+        target_masks = targets[image, target][:, None]
+        valid = valid[image]
         with torch.no_grad():
             coords = self.sample_points(pred_masks, valid)
             labels, weights = point_targets(target_masks, valid, coords)
         logits = sample_point(pred_masks, coords, align_corners=False).squeeze(1)
         return {"loss_mask": weighted_sigmoid_ce(logits, labels, weights, num_masks),
                 "loss_dice": weighted_dice(logits, labels, weights, num_masks)}
+
+    def _class_loss(self, class_logits, classes, image, row, query, target, n):
+        """Each layer's weighted mean cross-entropy ("no object" for unmatched queries), summed over layers."""
+        rows, q, c1 = class_logits.shape
+        wanted = torch.full((rows, q), self.num_labels, dtype=torch.long, device=class_logits.device)
+        wanted[row, query] = classes[image[row], target].to(wanted.device)
+        ce = F.cross_entropy(class_logits.float().reshape(-1, c1), wanted.reshape(-1), reduction="none")
+        weight = self.empty_weight[wanted].reshape(rows // n, n * q)
+        ce = ce.reshape(rows // n, n * q) * weight
+        return (ce.sum(1) / weight.sum(1)).sum()

