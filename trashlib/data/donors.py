@@ -106,7 +106,9 @@ class DonorBank:
                 shapes, images, masks = z["shapes"], z["images"], z["masks"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: not a readable donor bank ({e})") from None
-        if not isinstance(meta, dict) or meta.get("version") != BANK_VERSION or len(meta["donors"]) != len(shapes):
+        if (not isinstance(meta, dict) or meta.get("version") != BANK_VERSION
+                or not isinstance(meta.get("donors"), list) or len(meta["donors"]) != len(shapes)
+                or not isinstance(meta.get("counts"), dict)):
             raise ValueError(f"{path}: a donor bank of another version or layout")
         areas = shapes.prod(axis=1)
         if int(areas.sum()) != masks.size or 3 * int(areas.sum()) != images.size:
