@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,9 +9,11 @@ import torch
 from torch import nn
 
 from trashlib.inference import TTA, predict, predict_tta, sliding_window
-from trashlib.probs import ProbIndex, ProbWriter, load_probs, quantize_probs, save_probs
+from trashlib.probmap import load_probs, quantize_probs, save_probs
+from trashlib.probs import ProbIndex, ProbWriter
 from trashlib.submission import index_to_submission
 from trashlib.models.base import SegmentationModel, SegOutput
+from conftest import cli_help
 
 
 class Pointwise(SegmentationModel):
@@ -56,13 +56,13 @@ def test_store_round_trip_error_and_sums(tmp_path):
     p = torch.from_numpy(rng.normal(size=(11, 32, 48)) * 3).softmax(0).numpy()
     q = quantize_probs(p)
     assert (q.astype(int).sum(0) == 255).all()
-    save_probs(tmp_path / "a.npz", p)
-    back = load_probs(tmp_path / "a.npz")
+    sha1 = save_probs(tmp_path / "a.npz", p, file_name="x/a.jpg")
+    back = load_probs(tmp_path / "a.npz", file_name="x/a.jpg", shape=p.shape, sha1=sha1)
     assert back.dtype == np.float32 and back.shape == p.shape
     assert np.abs(back - p).max() < 1 / 255
     np.testing.assert_allclose(back.sum(0), 1, atol=1e-5)
-    save_probs(tmp_path / "b.npz", p, quantize=False)
-    assert np.abs(load_probs(tmp_path / "b.npz") - p).max() < 1e-3  # float16
+    save_probs(tmp_path / "b.npz", p, file_name="x/b.jpg", quantize=False)
+    assert np.abs(load_probs(tmp_path / "b.npz", file_name="x/b.jpg") - p).max() < 1e-3  # float16
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
 
 
@@ -208,8 +208,7 @@ def test_cli_predict_writes_a_valid_submission(root256, tmp_path, capsys, monkey
 
 
 def test_cli_predict_help_documents_options():
-    out = subprocess.run([sys.executable, "-m", "trashlib", "predict", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = cli_help("predict")
     for option in ("RUN_DIR", "--data", "--split", "--submission", "--tta", "--scales", "--window"):
         assert option in out
 

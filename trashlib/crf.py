@@ -25,7 +25,8 @@ from trashlib.data import TrashDataset, read_image
 from trashlib.ensemble import aligned_items
 from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
-from trashlib.probs import ProbIndex, ProbWriter, derived_dir, save_probs, stored_index
+from trashlib.probmap import save_probs
+from trashlib.probs import ProbIndex, ProbWriter, derived_dir, stored_index
 
 try:  # declared in environment.yml (pydensecrf2 installs this module); said plainly where it is missing
     import pydensecrf.densecrf as dcrf
@@ -127,24 +128,24 @@ def _init_worker(index_path: str, images: list, single_thread: bool = True) -> N
 
 
 def _crf_job(job):
-    """(job, result) of one (image, params, store path or None, key) job: None when stored, else the label map."""
+    """(job, result) of one (image, params, (map path, store id) or None, key) job: None when stored, else the
+    label map."""
     j, params, store, _ = job
     path, width, height = _WORKER["images"][j]
     probs = dense_crf(_WORKER["index"].load(j), read_image(path, width=width, height=height), **params)
     if store is None:
         return job, probs.argmax(0).astype(np.uint8)
-    save_probs(Path(store), probs)  # here, in parallel, not in the parent: no 11 MB maps through pipes
+    # here, in parallel, not in the parent: no 11 MB maps through pipes (the writer checks them on close)
+    save_probs(Path(store[0]), probs, file_name=_WORKER["index"].items[j]["file_name"], store=store[1])
     return job, None
 
 
-def _run_jobs(index, dataset, jobs, *, workers: int | None, progress: bool, desc: str):
+def _run_jobs(index, dataset, jobs, *, workers: int | None, progress: bool, desc: str, subset: bool = True):
     """Yield (job, result) in job order, from a process pool (or in-process for one worker)."""
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    index.check_split(dataset, subset=subset)  # the split's images, at their size: named here, not in a worker
     by_name = {info["file_name"]: info for info in dataset.image_infos}
-    missing = [n for n in index.file_names if n not in by_name]
-    if missing:
-        raise ValueError(f"{dataset.path}: {index.path} holds images not in the split, e.g. {missing[0]!r}")
     images = [(str(dataset.root / n), by_name[n]["width"], by_name[n]["height"]) for n in index.file_names]
     with tqdm(total=len(jobs), disable=not progress, desc=desc) as bar:
         if workers <= 1 or len(jobs) <= 1:
@@ -184,7 +185,7 @@ def crf_index(index, data_root=None, split: str = "val", params: CRFParams = CRF
         return done
     check_writable(folder, what=f"the CRF output to {folder}")
     writer = ProbWriter(folder, aligned_items([index]), settings, force=force)
-    jobs = [(j, params.as_dict(), str(folder / writer.items[j]["path"]), None) for j in writer.todo]
+    jobs = [(j, params.as_dict(), (str(folder / writer.items[j]["path"]), writer.store), None) for j in writer.todo]
     for _ in _run_jobs(index, dataset, jobs, workers=workers, progress=progress, desc="dense CRF"):
         pass  # the workers store the maps where the writer expects them
     return writer.close()
@@ -197,10 +198,11 @@ def crf_grid(base: CRFParams = CRFParams(), **values) -> list[CRFParams]:
 
 
 def sweep_crf(index, data_root=None, split: str = "val", grid=None, *, workers: int | None = None,
-              progress: bool = True) -> pd.DataFrame:
+              subset: bool = False, progress: bool = True) -> pd.DataFrame:
     """Val mIoU of the input ("input" row) and of each CRF setting of `grid` (CRFParams or preset names).
 
-    Nothing is stored: workers return label maps, scored as they arrive.
+    Nothing is stored: workers return label maps, scored as they arrive. An index that misses images of
+    the split is refused unless `subset` asks for a part of it on purpose.
     """
     grid = [crf_preset(g) if isinstance(g, str) else g for g in (grid if grid is not None else PRESETS.values())]
     _require_pydensecrf()
@@ -210,7 +212,8 @@ def sweep_crf(index, data_root=None, split: str = "val", grid=None, *, workers: 
     by_name = {n: i for i, n in enumerate(dataset.file_names)}
     cms = np.zeros((len(grid) + 1, NUM_CLASSES, NUM_CLASSES), np.int64)
     jobs = [(j, p.as_dict(), None, s) for s, p in enumerate(grid, start=1) for j in range(len(index))]
-    for (j, _, _, s), pred in _run_jobs(index, dataset, jobs, workers=workers, progress=progress, desc="CRF sweep"):
+    for (j, _, _, s), pred in _run_jobs(index, dataset, jobs, workers=workers, progress=progress, desc="CRF sweep",
+                                        subset=subset):
         cms[s] += confusion_matrix(pred, dataset.load_mask(by_name[index.file_names[j]]))
     for j, name in enumerate(index.file_names):
         cms[0] += confusion_matrix(index.argmax(j), dataset.load_mask(by_name[name]))

@@ -31,7 +31,8 @@ HARD_OUTPUTS = ("onehot", "share")
 
 # -- alignment --------------------------------------------------------------------------------------
 def aligned_items(indices) -> list[dict]:
-    """The first index's items (split order), after checking that every index covers the same images."""
+    """The first index's items (split order), after checking that every index covers the same images
+    with maps of the same shapes (as their index.json records them; loading checks each map)."""
     if not indices:
         raise ValueError("an ensemble needs at least one probability index")
     first, names = indices[0], set(indices[0].file_names)
@@ -43,7 +44,13 @@ def aligned_items(indices) -> list[dict]:
                        else f"{extra[0]!r} is in {other.path} but not in {first.path}")
             raise ValueError(f"the probability indices cover different images: {example} "
                              f"({len(missing)} missing, {len(extra)} extra)")
-    return [{k: it[k] for k in ("image_id", "file_name", "shape") if k in it} for it in first.items]
+        where = {name: i for i, name in enumerate(other.file_names)}
+        for j, it in enumerate(first.items):
+            k = where[it["file_name"]]
+            if other.items[k]["shape"] != it["shape"]:
+                raise ValueError(f"{it['file_name']}: maps of shape {tuple(other.items[k]['shape'])} in "
+                                 f"{other.map_path(k)}, {tuple(it['shape'])} in {first.map_path(j)}")
+    return [{k: it[k] for k in ("image_id", "file_name", "shape")} for it in first.items]
 
 
 def positions(indices, items) -> list[list[int]]:
@@ -54,16 +61,6 @@ def positions(indices, items) -> list[list[int]]:
         where = {name: i for i, name in enumerate(index.file_names)}
         out.append([where[n] for n in names])
     return out
-
-
-def _checked(maps, index_list, file_name: str):
-    """Yield the maps, raising a ValueError naming the file when their shapes differ."""
-    shape = None
-    for m, p in zip(index_list, maps):
-        if shape is not None and p.shape != shape:
-            raise ValueError(f"{file_name}: maps of shape {p.shape} in {m.path}, {shape} in {index_list[0].path}")
-        shape = p.shape
-        yield p
 
 
 # -- votes on arrays --------------------------------------------------------------------------------
@@ -198,13 +195,11 @@ def ensemble(indices, *, weights=None, vote: str = "soft", best: int = 0, hard_o
     where = positions(indices, items)
     writer = ProbWriter(folder, items, settings, force=force)
     for j in tqdm(writer.todo, disable=not progress, desc=f"{vote} vote"):
-        name_j = items[j]["file_name"]
         if vote == "soft":
-            maps = (ix.load(where[m][j]) for m, ix in enumerate(indices))
-            writer.write(j, soft_vote(_checked(maps, indices, name_j), w))
+            writer.write(j, soft_vote((ix.load(where[m][j]) for m, ix in enumerate(indices)), w))
         else:
-            preds = list(_checked((ix.argmax(where[m][j]) for m, ix in enumerate(indices)), indices, name_j))
-            num_classes = items[j]["shape"][0] if "shape" in items[j] else NUM_CLASSES
+            preds = [ix.argmax(where[m][j]) for m, ix in enumerate(indices)]
+            num_classes = items[j]["shape"][0]
             winner = hard_vote(preds, num_classes=num_classes, best=best)
             writer.write(j, vote_probs(preds, winner, num_classes=num_classes, output=hard_output))
     return writer.close()
@@ -239,8 +234,7 @@ def _score(indices, items, where, dataset, candidates, *, stride: int, progress:
     cms = np.zeros((len(candidates), NUM_CLASSES, NUM_CLASSES), np.int64)
     for j in tqdm(range(len(items)), disable=not progress, desc=desc):
         name = items[j]["file_name"]
-        maps = list(_checked((ix.load(where[m][j])[:, ::stride, ::stride] for m, ix in enumerate(indices)),
-                             indices, name))
+        maps = [ix.load(where[m][j])[:, ::stride, ::stride] for m, ix in enumerate(indices)]
         mask = dataset.load_mask(by_name[name])[::stride, ::stride]
         for c, w in enumerate(candidates):
             cms[c] += confusion_matrix(soft_vote(maps, w).argmax(0), mask)
@@ -248,22 +242,21 @@ def _score(indices, items, where, dataset, candidates, *, stride: int, progress:
 
 
 def fit_weights(indices, data_root=None, split: str = "val", *, step: float = 0.2, min_step: float = 0.05,
-                rounds: int = 12, stride: int = 2, progress: bool = True) -> WeightSearch:
+                rounds: int = 12, stride: int = 2, subset: bool = False, progress: bool = True) -> WeightSearch:
     """Soft-vote weights maximising mIoU on a labelled split, by coordinate search on the simplex.
 
     From equal weights, each round scores every move of `step` weight from one input to another (one
     streamed pass over the split); the best strict improvement is taken, otherwise `step` halves.
     Stops after `rounds` passes or when `step` falls below `min_step`. Pixels are scored on every
-    `stride`-th row and column (2: the pixels a 512 -> 256 submission keeps).
+    `stride`-th row and column (2: the pixels a 512 -> 256 submission keeps). Indices that miss images of
+    the split are refused unless `subset` asks for a part of it on purpose.
     """
     indices = list(indices)
     items = aligned_items(indices)
     dataset = TrashDataset(data_root, split=split)
     if not dataset.has_masks:
         raise ValueError(f"{dataset.path}: split {split!r} has no annotations to fit weights on")
-    unknown = set(it["file_name"] for it in items) - set(dataset.file_names)
-    if unknown:
-        raise ValueError(f"{dataset.path}: the indices hold images not in the split, e.g. {sorted(unknown)[0]!r}")
+    indices[0].check_split(dataset, subset=subset)  # the others hold the same images and shapes
     where = positions(indices, items)
     w = normalize_weights(None, len(indices))
     best = _score(indices, items, where, dataset, [w], stride=stride, progress=progress, desc="weights: equal")[0]

@@ -3,8 +3,9 @@
 `evaluate_index` scores a `ProbIndex` (the stored per-image probabilities of a split: a run's
 predictions, an ensemble, CRF output) against the split's label maps with the competition metric (one
 confusion matrix over every pixel), and keeps a per-image score so the best and worst images can be
-shown (`prediction_gallery`). `score_submission` scores a CSV. `compare_runs` builds the backbone
-comparison table: validation mIoU and per-class IoU, parameters, GFLOPs and speeds.
+shown (`prediction_gallery`); a part of a split is scored only on request, and says so ("8 of 80
+images"). `score_submission` scores a CSV. `compare_runs` builds the backbone comparison table:
+validation mIoU and per-class IoU, parameters, GFLOPs and speeds.
 (The training loop's own validation of a live model is `trashlib.training.validate`.)
 """
 from __future__ import annotations
@@ -28,11 +29,30 @@ from trashlib.training.validate import validate
 
 @dataclass
 class Evaluation:
-    """Scores of one split: the accumulated confusion matrix, its scores and a per-image table."""
+    """Scores of one split: the accumulated confusion matrix, its scores, a per-image table, and how many
+    of the split's images were scored (`coverage`: "8 of 80 images", "all 80 images")."""
 
     confusion: np.ndarray
     scores: Scores
     per_image: pd.DataFrame  # index, file_name, mIoU, pixel_accuracy (one row per image)
+    images: int | None = None        # images scored
+    split_images: int | None = None  # images in the split (None: not known)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every image of the split was scored."""
+        return self.images is not None and self.images == self.split_images
+
+    @property
+    def coverage(self) -> str:
+        """The scored share of the split in words: "8 of 80 images", "all 80 images"."""
+        if self.split_images is None:
+            return f"{self.images} images"
+        return f"all {self.images} images" if self.complete else f"{self.images} of {self.split_images} images"
+
+    def describe(self) -> str:
+        """One line: "mIoU 0.3012 on 8 of 80 images"."""
+        return f"mIoU {self.scores.miou:.4f} on {self.coverage}"
 
     def per_class_frame(self) -> pd.DataFrame:
         """Per-class IoU with ground-truth and predicted pixel counts."""
@@ -50,21 +70,26 @@ def evaluate_label_maps(pairs, *, num_classes: int = NUM_CLASSES) -> Evaluation:
         total = cm.sum()
         rows.append({"index": i, "file_name": name, "mIoU": miou(cm)[0],
                      "pixel_accuracy": float(np.trace(cm) / total) if total else np.nan})
-    return Evaluation(meter.confusion, scores(meter.confusion), pd.DataFrame(rows))
+    return Evaluation(meter.confusion, scores(meter.confusion), pd.DataFrame(rows), images=len(rows))
 
 
-def evaluate_index(index, data_root=None, split: str = "val", *, max_images: int | None = None) -> Evaluation:
-    """Score the argmax of stored probabilities (a ProbIndex) against the split's label maps."""
+def evaluate_index(index, data_root=None, split: str = "val", *, subset: bool = False,
+                   max_images: int | None = None) -> Evaluation:
+    """Score the argmax of stored probabilities (a ProbIndex) against the split's label maps.
+
+    An index that misses images of the split is refused unless `subset` (or `max_images`, its first
+    images only) asks for a part on purpose; the result's `coverage` then says "N of M images".
+    """
     dataset = TrashDataset(data_root, split=split)
     if not dataset.has_masks:
         raise ValueError(f"{dataset.path}: split {split!r} has no annotations to score against")
+    total = index.check_split(dataset, subset=subset or max_images is not None)
     by_name = {name: i for i, name in enumerate(dataset.file_names)}
-    missing = [n for n in index.file_names if n not in by_name]
-    if missing:
-        raise ValueError(f"{dataset.path}: predictions for images not in the split, e.g. {missing[0]!r}")
     n = len(index) if max_images is None else min(max_images, len(index))
-    return evaluate_label_maps((name, index.argmax(i), dataset.load_mask(by_name[name]))
-                                for i, name in zip(range(n), index.file_names))
+    evaluation = evaluate_label_maps((name, index.argmax(i), dataset.load_mask(by_name[name]))
+                                     for i, name in zip(range(n), index.file_names))
+    evaluation.split_images = total
+    return evaluation
 
 
 def ranked_images(evaluation: Evaluation, *, best: int = 2, worst: int = 2) -> list[int]:

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from trashlib.batching import images_to_tensor, item_loader, same_size_groups
 from trashlib.data import TrashDataset
 from trashlib.io import check_writable
-from trashlib.probs import ProbIndex, ProbWriter, quantize_probs, store_dir, stored_index
+from trashlib.probmap import quantize_probs
+from trashlib.probs import ProbIndex, ProbWriter, store_dir, stored_index
 from trashlib.runs import Run
 
 
@@ -192,7 +193,9 @@ def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = TTA
     `run_or_model`: a Run, a run folder, or a SegmentationModel; a run predicts at its working
     resolution (`tta.at(config.work_size)`) unless `tta.size` says otherwise. Output: probs.store_dir(run name,
     data root, split, TTA tag), or a folder of that name under `out_dir`. `max_images` predicts only
-    the first images of the split (quick looks; never for a submission).
+    the first images of the split (quick looks; never for a submission): a part of the split on purpose,
+    in its own folder (tag "-first<N>"), that scoring takes only when asked for a subset.
+    A stored result is reused only when every map checks out; a damaged map is predicted again.
     """
     # Cheap checks first: the run, the split and the output folder, then the model.
     desc, source, load = _model_source(run_or_model, which, device)

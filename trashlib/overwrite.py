@@ -102,8 +102,11 @@ def overwrite_index(crf, inputs, *, k: int, max_area: int | None = None, out_dir
 
 
 def sweep_overwrite(crf, inputs, data_root=None, split: str = "val", *, ks=None, max_areas=(None,),
-                    progress: bool = True) -> pd.DataFrame:
-    """mIoU on a labelled split of the CRF index ("k" 0) and of `overwrite` for every k x max_area, one pass."""
+                    subset: bool = False, progress: bool = True) -> pd.DataFrame:
+    """mIoU on a labelled split of the CRF index ("k" 0) and of `overwrite` for every k x max_area, one pass.
+
+    Indices that miss images of the split are refused unless `subset` asks for a part of it on purpose.
+    """
     inputs = list(inputs)
     items = aligned_items([crf] + inputs)
     ks = list(ks) if ks is not None else list(range(1, len(inputs) + 1))
@@ -111,6 +114,7 @@ def sweep_overwrite(crf, inputs, data_root=None, split: str = "val", *, ks=None,
     dataset = TrashDataset(data_root, split=split)
     if not dataset.has_masks:
         raise ValueError(f"{dataset.path}: split {split!r} has no annotations to sweep on")
+    crf.check_split(dataset, subset=subset)  # the inputs hold the same images and shapes (aligned_items)
     by_name = {n: i for i, n in enumerate(dataset.file_names)}
     where = positions([crf] + inputs, items)
     cms = np.zeros((len(combos) + 1, NUM_CLASSES, NUM_CLASSES), np.int64)

@@ -115,9 +115,10 @@ class Stage:
 
 def evaluate_stage(recipe: Recipe, data_root=None, split: str = "val", *, max_images: int | None = None,
                    workers: int | None = None, progress: bool = False) -> Stage:
-    """`apply_recipe` on a labelled split (its first `max_images` images), scored."""
+    """`apply_recipe` on a labelled split, scored; `max_images` asks for its first images only (a subset
+    on purpose: the evaluation's `coverage` says "N of M images")."""
     index = apply_recipe(recipe, data_root, split, max_images=max_images, workers=workers, progress=progress)
-    return Stage(recipe, index, evaluate_index(index, data_root, split))
+    return Stage(recipe, index, evaluate_index(index, data_root, split, subset=max_images is not None))
 
 
 def evaluate_runs(names, data_root=None, split: str = "val", *, tta: TTA = TTA(hflip=True),

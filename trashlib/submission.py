@@ -335,4 +335,8 @@ def _validate(csv_path: Path, expected: list[str], test_json: Path) -> list[str]
 
 def index_to_submission(index, path: str | os.PathLike) -> Path:
     """Write the argmax maps of stored probabilities (a probs.ProbIndex, in split order) as a submission CSV."""
+    for i, item in enumerate(index.items):  # found before writing, and named: the map, not a row
+        if tuple(item["shape"][1:]) not in ((2 * SIZE, 2 * SIZE), (SIZE, SIZE)):
+            raise ValueError(f"{index.map_path(i)} (image {item['file_name']!r}): a map of shape "
+                             f"{tuple(item['shape'])}; a submission needs {2 * SIZE}x{2 * SIZE} or {SIZE}x{SIZE} maps")
     return write_submission(path, ((name, index.argmax(i)) for i, name in enumerate(index.file_names)))
