@@ -17,11 +17,11 @@ from trashlib.data.check import check_dataset, format_problems
 from trashlib.ensemble import ensemble, fit_weights
 from trashlib.evaluation import evaluate_index, score_submission
 from trashlib.inference import TTA, predict
-from trashlib.io import check_writable
+from trashlib.io import check_output
 from trashlib.overwrite import overwrite_index
 from trashlib.probs import INDEX_FILE, ProbIndex
 from trashlib.report import make_report
-from trashlib.runs import Run
+from trashlib.runs import CONFIG_FILE, Run
 from trashlib.submission import index_to_submission, validate_submission
 from trashlib.synth import generate_dataset
 from trashlib.training import train
@@ -62,6 +62,8 @@ def _submission_score(args) -> int:
 
 
 def _report(args) -> int:
+    if args.out is not None:
+        check_output(args.out, inputs=[resolve_data_root(args.data)], what="--out", folder=True)
     make_report(profile=args.profile, notebooks=args.notebooks or None, data_root=args.data, out_dir=args.out)
     return 0
 
@@ -80,18 +82,22 @@ def _train(args) -> int:
 
 def _predict(args) -> int:
     tta = TTA(hflip="hflip" in args.tta, scales=tuple(args.scales), window=args.window)
-    _check_submission_path(args.submission)
+    _check_submission(args, inputs=[args.run])
     index = predict(args.run, args.data, args.split, tta=tta, batch_size=args.batch_size, which=args.which,
                     quantize=not args.float16, force=args.force)
     print(f"wrote {len(index)} probability maps to {index.path}")
     return 0 if args.submission is None else _write_submission(index, args.submission, args.data, args.split)
 
 
-def _check_submission_path(path: Path | None) -> None:
-    if path is not None:  # found out now, not after the predictions
-        if path.is_dir():
-            raise IsADirectoryError(f"--submission {path} is a folder; give the path of a CSV file")
-        check_writable(path.parent, what=f"the submission {path}")
+def _check_submission(args, *, inputs) -> None:
+    """--submission's rules, found out now, not after the predictions: never on an input, in the data or
+    among stored results and runs (trashlib.io.check_output); an existing file only with --overwrite-output."""
+    path = args.submission
+    if path is None:
+        return
+    check_output(path, inputs=[resolve_data_root(args.data), *inputs], what="--submission")
+    if path.exists() and not args.overwrite_output:
+        raise FileExistsError(f"--submission {path} already exists; pass --overwrite-output to replace it")
 
 
 def _write_submission(index, path: Path, data, split: str) -> int:
@@ -133,13 +139,55 @@ def _fit(args, indices) -> tuple[float, ...]:
     return fit.weights
 
 
+def _check_distinct(inputs: list[Path]) -> None:
+    """Refuse one model given twice (the same folder, a copy of an index, or a run beside its own stored
+    predictions): it would count as two votes."""
+    folders, indices = {}, {}
+    for path in inputs:
+        same = folders.setdefault(path.resolve(), path)
+        if same is not path:
+            raise ValueError(f"{path} is given twice (also as {same}): one model would count as two votes")
+        if (path / INDEX_FILE).is_file():
+            same = indices.setdefault((path / INDEX_FILE).read_bytes(), path)
+            if same is not path:
+                raise ValueError(f"{path} holds the same {INDEX_FILE} as {same}, a copy of one model's maps: "
+                                 "it would count as two votes")
+    runs = [(path, Run(path)) for path in inputs if not (path / INDEX_FILE).exists() and (path / CONFIG_FILE).is_file()]
+    for path in inputs:
+        if runs and (path / INDEX_FILE).is_file():
+            model = ProbIndex(path).settings.get("model")
+            for run_path, run in runs:
+                if _predicted_by(model, run):
+                    raise ValueError(f"{path} holds the predictions of {run_path}, also given: one model would "
+                                     "count as two votes")
+
+
+def _predicted_by(model, run: Run) -> bool:
+    """Whether an index's settings["model"] (inference.predict's record) is a checkpoint of `run` as it is now."""
+    if not isinstance(model, dict) or model.get("run") != run.name or not isinstance(model.get("checkpoint"), str):
+        return False
+    ckpt = run.path / model["checkpoint"]
+    if not ckpt.is_file():
+        return False
+    st = ckpt.stat()
+    return (st.st_size, st.st_mtime_ns) == (model.get("size"), model.get("mtime_ns"))
+
+
 def _ensemble(args) -> int:
     if args.max_area is not None and args.overwrite is None:
         raise ValueError("--max-area applies to --overwrite K; give --overwrite too")
     if args.vote == "hard" and (args.weights or args.fit_weights):
         raise ValueError("weights apply to the soft vote; drop --weights/--fit-weights or use --vote soft")
+    n = len(args.inputs)  # every argument is checked before the first map is computed
+    if args.weights is not None and len(args.weights) != n:
+        raise ValueError(f"{len(args.weights)} weights for {n} inputs; give one weight per input")
+    if args.overwrite is not None and not 1 <= args.overwrite <= n:
+        raise ValueError(f"--overwrite {args.overwrite}: K must lie in 1..{n} (the number of inputs that must agree)")
+    if args.max_area is not None and args.max_area < 1:
+        raise ValueError(f"--max-area {args.max_area}: give a positive number of pixels")
+    _check_distinct(args.inputs)
     params = crf_preset(args.crf) if args.crf else None
-    _check_submission_path(args.submission)
+    _check_submission(args, inputs=args.inputs)
     indices = [_ensemble_input(path, args.data, args.split) for path in args.inputs]
     stages = []
     if len(indices) == 1:
@@ -158,7 +206,7 @@ def _ensemble(args) -> int:
         print(f"{title}: {len(index)} probability maps in {index.path}")
     if TrashDataset(args.data, split=args.split).has_masks:
         for title, index in [(f"input {i + 1}", ix) for i, ix in enumerate(indices)] + stages:
-            print(f"{args.split} mIoU {evaluate_index(index, args.data, args.split).scores.miou:.4f}  {title}")
+            print(f"{args.split} {evaluate_index(index, args.data, args.split, subset=True).describe()}  {title}")
     return 0 if args.submission is None else _write_submission(out, args.submission, args.data, args.split)
 
 
@@ -178,6 +226,10 @@ TRAIN_EPILOG = """examples:
 several GPUs (Hugging Face Accelerate; --batch-size is per GPU):
   accelerate launch --multi_gpu --num_processes 4 -m trashlib train --config run.yaml
 """
+
+
+SUBMISSION_RULE = ("never inside an input, a data root, a run folder or data/interim; an existing file is replaced "
+                   "only with --overwrite-output")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", type=Path, metavar="RUN_DIR", help="a training run folder (runs/<run-name>)")
     pr.add_argument("--data", default=None, help="data root (default: TRASHLIB_DATA or the embedded dataset)")
     pr.add_argument("--split", default="test", help="split to predict (default test)")
-    pr.add_argument("--submission", type=Path, help="write the argmax maps as a competition CSV here and validate it")
+    pr.add_argument("--submission", type=Path, help="write the argmax maps as a competition CSV here and validate it "
+                                                    "(" + SUBMISSION_RULE + ")")
     pr.add_argument("--tta", nargs="*", default=["hflip"], choices=["hflip", "none"],
                     help="test-time augmentations (default hflip; 'none' for plain inference)")
     pr.add_argument("--scales", type=float, nargs="+", default=[1.0], help="input scales averaged (default 1.0)")
@@ -244,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint (default best)")
     pr.add_argument("--float16", action="store_true", help="store float16 maps instead of uint8-quantised ones")
     pr.add_argument("--force", action="store_true", help="recompute even if identical maps exist")
+    pr.add_argument("--overwrite-output", action="store_true", help="replace an existing --submission file")
     pr.set_defaults(func=_predict)
 
     en = sub.add_parser("ensemble", help="soft or hard vote of stored predictions, DenseCRF, consensus overwrite",
@@ -277,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --overwrite: restore only agreement regions of at most A pixels (default: any size)")
     en.add_argument("--workers", type=int, default=None, help="CRF processes (default: every core)")
     en.add_argument("--submission", type=Path, help="write the final argmax maps as a competition CSV here and "
-                                                    "validate it")
+                                                    "validate it (" + SUBMISSION_RULE + ")")
     en.add_argument("--force", action="store_true", help="recompute every stage even if identical maps exist")
+    en.add_argument("--overwrite-output", action="store_true", help="replace an existing --submission file")
     en.set_defaults(func=_ensemble)
     return p
 

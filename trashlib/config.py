@@ -348,7 +348,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=None) -> None:
 
 
 def config_from_arguments(args: argparse.Namespace, cls=None, *, yaml_path=None):
-    """The config of parsed options: a YAML file's fields (when given) overridden by the options typed."""
+    """The config of parsed options: a YAML file's fields (when given) overridden by the options typed.
+
+    A cp_* option typed while copy & paste is off is refused: it would be ignored. (A YAML file may hold
+    cp_* fields with copy_paste none: a branch inherits its trunk's recipe and stops pasting.)
+    """
     cls = cls or TrainConfig
     overrides = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls.from_yaml(yaml_path, **overrides) if yaml_path else cls.from_dict({}, **overrides)
+    cfg = cls.from_yaml(yaml_path, **overrides) if yaml_path else cls.from_dict({}, **overrides)
+    typed = ["--" + name.replace("_", "-") for name in overrides if name.startswith("cp_")]
+    if typed and getattr(cfg, "copy_paste", None) == "none":
+        raise ValueError(f"{', '.join(typed)} set{'s' if len(typed) == 1 else ''} copy & paste, which is off "
+                         "(copy_paste none): add --copy-paste online or offline, or drop "
+                         f"{'it' if len(typed) == 1 else 'them'}")
+    return cfg

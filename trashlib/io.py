@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written file under its final name."""
+"""Atomic file writes (a crash never leaves a half-written file under its final name), and where an
+output may be written (`check_output`: never onto an input)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,9 +9,20 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from trashlib import paths
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+# Folders an output must not land in, known by the files the project writes into them (the names of
+# runs.CONFIG_FILE/ENV_FILE, probs.INDEX_FILE/SETTINGS_FILE, labelmaps.MARKER_FILE and a data root's split
+# files; this module sits below those that define them). A folder holding every file of one entry is protected.
+_PROTECTED_BY = (("a run folder", ("config.yaml", "environment.json")),
+                 ("a probability index", ("index.json", "settings.json")),
+                 ("a label-map set", ("index.json", ".trashlib-label-maps")),
+                 ("a data root", ("test.json", "train.json")),
+                 ("a data root", ("test.json", "train_all.json")))
 
 
 @contextlib.contextmanager
@@ -81,3 +93,51 @@ def check_writable(folder: str | os.PathLike, *, what: str | None = None) -> Non
             pass
     except OSError as e:
         raise PermissionError(f"cannot write {what}: {existing} is not writable ({e.strerror or e})") from None
+
+
+def _conflict(path: Path, inputs) -> str | None:
+    """Why the resolved output `path` lands on an input, or None."""
+    for given in inputs:
+        folder = Path(given).expanduser().resolve()
+        if path == folder or folder in path.parents:
+            return f"{'is' if path == folder else 'lies inside'} the input {given}"
+    for name in ("RAW_DIR", "INTERIM_DIR", "PROBS_DIR"):  # read now: tests and TRASHLIB_HOME move them
+        folder = Path(getattr(paths, name)).resolve()
+        if path == folder or folder in path.parents:
+            return f"lies inside the project's {folder}, which holds its inputs and stored results"
+    for folder in path.parents:
+        for kind, files in _PROTECTED_BY:
+            if all((folder / f).exists() for f in files):
+                return f"lies inside {kind}, {folder} (it holds {' and '.join(files)})"
+    return None
+
+
+def check_output_place(path: str | os.PathLike, *, inputs=(), what: str = "the output") -> Path:
+    """Refuse an output that would land on an input; returns the path with its symlinks resolved.
+
+    ValueError when `path` is one of `inputs` (files or folders) or lies inside one, inside the
+    project's data/raw, data/interim or probability store, or inside any data root, probability
+    index, label-map set or run folder.
+    """
+    resolved = Path(path).expanduser().resolve()
+    why = _conflict(resolved, inputs)
+    if why is not None:
+        where = "" if str(resolved) == str(path) else f" ({resolved})"
+        raise ValueError(f"{what} {path}{where} {why}: choose a path outside the inputs, the data and the runs")
+    return resolved
+
+
+def check_output(path: str | os.PathLike, *, inputs=(), what: str = "the output", folder: bool = False) -> Path:
+    """`check_output_place`, then IsADirectoryError (NotADirectoryError with `folder`) when an existing
+    entry is of the other kind and OSError when it cannot be written; returns the resolved path.
+
+    Called before the work that ends by writing there; whether an existing file may be replaced is
+    the caller's rule.
+    """
+    resolved = check_output_place(path, inputs=inputs, what=what)
+    if not folder and resolved.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; give the path of a file")
+    if folder and resolved.exists() and not resolved.is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder")
+    check_writable(resolved if folder else resolved.parent, what=f"{what} {path}")
+    return resolved

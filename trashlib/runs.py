@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import subprocess
+import unicodedata
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,13 +27,34 @@ import torch
 from trashlib import checkpoint, paths
 from trashlib.checkpoint import load_weights
 from trashlib.config import TrainConfig
-from trashlib.io import read_json
+from trashlib.io import check_output_place, read_json
 from trashlib.models import build_model
 
 CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE = "config.yaml", "metrics.jsonl", "finished.json", "environment.json"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE)
 # atomic_open's temporaries of the files above: `.<name>.XXXXXXXX.tmp`
 _TEMPORARY = re.compile(r"\.(" + "|".join(re.escape(n) for n in RUN_FILES) + r")\.[a-z0-9_]{8}\.tmp")
+
+
+NAME_MAX = 255 - 7  # bytes of a file name on common file systems, less the `_<config hash>` a taken name gets
+
+
+def run_name_problem(name) -> str | None:
+    """Why `name` cannot be a run folder's name (None when it can): it must be one path component, that is
+    not `.` or `..`, holds no `/`, backslash or control character, no edge spaces, and fits a file name."""
+    if not isinstance(name, str) or not name.strip():
+        return f"a run name must be a non-empty text, got {name!r}"
+    if name in (".", "..") or any(c in name for c in "/\\") or any(unicodedata.category(c) == "Cc" for c in name):
+        return f"a run name must be one folder name (no '/', backslash, control character, '.' or '..'), got {name!r}"
+    if name != name.strip():
+        return f"a run name must not begin or end with a space, got {name!r}"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"a run name must be UTF-8 text, got {name!r}"
+    if size > NAME_MAX:
+        return f"a run name must fit a file name ({NAME_MAX} bytes of UTF-8), got {size} bytes: {name[:40]!r}..."
+    return None
 
 
 def runs_dir() -> Path:
@@ -53,9 +75,16 @@ def run_name(cfg: TrainConfig) -> str:
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
-    """The folder of `cfg`'s run: its name, or name_<hash> when the name holds a different config."""
+    """The folder of `cfg`'s run: its name, or name_<hash> when the name holds a different config.
+
+    A name is one folder name (`run_name_problem`), and the folder lies outside the data root, the
+    extra training sets, the project's data folders and any other run (`io.check_output_place`).
+    """
     base = Path(cfg.out_dir) if cfg.out_dir else runs_dir()
-    name = cfg.run_name or run_name(cfg)
+    name = run_name(cfg) if cfg.run_name is None else cfg.run_name
+    if problem := run_name_problem(name):  # a generated name grows with the data folder's name
+        raise ValueError(f"{problem}; choose one with --run-name" if cfg.run_name is None else f"run_name: {problem}")
+    check_output_place(base / name, inputs=[p for p in (cfg.data_root, *cfg.extra_train) if p], what="the run folder")
     for candidate in (base / name, base / f"{name}_{cfg.config_hash()}"):
         saved = candidate / CONFIG_FILE
         if not saved.exists() or TrainConfig.from_yaml(saved).identity() == cfg.identity():

@@ -29,7 +29,8 @@ from trashlib.classes import class_id
 from trashlib.copy_paste import Paster, paste_rng
 from trashlib.data.dataset import TrashDataset
 from trashlib.data.donors import MAX_PER_CLASS, MIN_AREA, donor_bank
-from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset, write_label_maps
+from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset, remove_stale_temporaries, write_label_maps
+from trashlib.data.leakage import check_train_split
 from trashlib.io import check_writable
 
 RECIPE_VERSION = 2     # bump when pasting changes what a recipe produces (2: at the working resolution)
@@ -88,9 +89,15 @@ def _existing(folder: Path, recipe: dict) -> LabelMapDataset:
 
 
 def materialise_pasted(cfg, *, progress: bool = False) -> LabelMapDataset:
-    """The offline pasted set of `cfg`: reused when its folder exists, else written (atomically) and returned."""
+    """The offline pasted set of `cfg`: reused when its folder exists, else written (atomically) and returned.
+
+    Pasted from the train split alone (refused when it shares an image with the val split); what a killed
+    writer of this set left is removed first.
+    """
+    check_train_split(cfg.data_root, cfg.train_split, cfg.val_split)
     recipe = pasted_recipe(cfg)
     folder = pasted_folder(cfg, recipe)
+    remove_stale_temporaries(folder)
     if (folder / INDEX_FILE).is_file():
         return _existing(folder, recipe)
     check_writable(folder.parent, what=f"the pasted set {folder}")

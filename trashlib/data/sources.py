@@ -10,6 +10,7 @@ import numpy as np
 
 from trashlib.data.dataset import TrashDataset
 from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset
+from trashlib.data.leakage import check_no_held_out, check_train_split
 from trashlib.data.pasted import materialise_pasted
 
 
@@ -44,11 +45,28 @@ class ConcatSource:
         return source[j]
 
 
+def check_train_sources(cfg) -> list[LabelMapDataset]:
+    """Refuse training data that would inflate the val score or fail mid-run; returns the extra sets.
+
+    The train split shares no image with the val split, and each extra set holds no val or test image
+    (`data.leakage`) and only label maps that can be trained on (`LabelMapDataset.verify`). Called before a
+    run writes anything, the offline copy-paste set included.
+    """
+    check_train_split(cfg.data_root, cfg.train_split, cfg.val_split)
+    extra = [LabelMapDataset(folder) for folder in cfg.extra_train]
+    for dataset in extra:
+        dataset.verify()
+        check_no_held_out(dataset, cfg.data_root, val_split=cfg.val_split)
+    return extra
+
+
 def build_train_dataset(cfg):
     """A TrainConfig's training data: `train_split` of `data_root`, then each of `extra_train`'s sets, then
-    the offline copy-paste set when `copy_paste` is offline (written on first use, `data.pasted`)."""
+    the offline copy-paste set when `copy_paste` is offline (written on first use, `data.pasted`), after
+    `check_train_sources`. The copy-paste set is pasted from the train split alone.
+    """
+    extra = check_train_sources(cfg)
     base = TrashDataset(cfg.data_root, split=cfg.train_split)
-    extra = [LabelMapDataset(folder) for folder in cfg.extra_train]
     if cfg.copy_paste == "offline":
         extra.append(materialise_pasted(cfg, progress=True))
     return ConcatSource([base, *extra]) if extra else base
