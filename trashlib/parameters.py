@@ -6,14 +6,16 @@ budget (TrainConfig fields) that every training notebook receives as its one `tr
 turns into a config with `training_config` (02 trains it once as the trunk run); `branch`, the
 TrainConfig fields a paired comparison's arms change when they continue from the trunk
 (`branch_config`); `seeds`, the seeds of every compared arm; and `notebooks`, per notebook its
-parameters, where a `training:` mapping overrides single budget keys. Every key must name a parameter of its notebook's
-`parameters` cell: a typo is an error naming the file, not a warning.
+parameters, where a `training:` mapping overrides single budget keys. Every key must name a parameter of its
+notebook's `parameters` cell and hold a value of its kind (`trashlib.notebook_cell`): a typo, a duplicated key
+or a wrong type is an error naming the file and the key (with the closest valid name), found before any
+notebook runs.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
-import json
+import difflib
+import math
 import os
 import typing
 from pathlib import Path
@@ -22,12 +24,38 @@ import yaml
 
 from trashlib import paths
 from trashlib.config import TrainConfig
+from trashlib.inference import TTA
+from trashlib.notebook_cell import declared_parameters, kind_problem, non_finite, notebook_parameter_names, show
 
 PROFILES_DIR = paths.PACKAGE_DIR / "profiles"
 PROFILE_KEYS = ("description", "defaults", "training", "branch", "seeds", "notebooks")
 NOT_BUDGET = ("model", "data_root")  # a notebook chooses its models; data_root comes from defaults or --data
 NOT_BRANCH = NOT_BUDGET + ("init_from", "seed")  # a branch starts from the trunk with each of the seeds
-BUDGET_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - set(NOT_BUDGET)
+FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+BUDGET_KEYS = FIELDS - set(NOT_BUDGET)
+
+
+def _close(name, names) -> str:
+    """' (did you mean X?)' when one of `names` is close to `name`, else ''."""
+    match = difflib.get_close_matches(str(name), [str(n) for n in names], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+        return super().construct_mapping(node, deep)
 
 
 def _mapping(value, where: str) -> dict:
@@ -49,16 +77,22 @@ def _profile_path(profile: str | os.PathLike) -> Path:
 
 
 def _read_profile(path: Path) -> dict:
-    """The profile file's shape checked: four known keys, mappings where mappings belong, a valid budget."""
+    """The profile file's shape checked: known keys, mappings where mappings belong, a valid budget."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: invalid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); a profile is a YAML file") from None
+    if data is None:
+        raise ValueError(f"{path} is empty: a profile is a YAML mapping of {', '.join(PROFILE_KEYS)}")
     data = _mapping(data, f"{path}: the profile")
-    unknown = set(data) - set(PROFILE_KEYS)
+    unknown = sorted(map(str, set(data) - set(PROFILE_KEYS)))
     if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {sorted(map(str, unknown))} "
-                         f"(allowed: {', '.join(PROFILE_KEYS)})")
+        listed = ", ".join(f"{k!r}{_close(k, PROFILE_KEYS)}" for k in unknown)
+        raise ValueError(f"{path}: unknown top-level keys {listed} (allowed: {', '.join(PROFILE_KEYS)})")
+    if not isinstance(data.get("description") or "", str):
+        raise ValueError(f"{path}: description must be text, got {show(data['description'])}")
     prof = {"path": path, "description": str(data.get("description") or ""),
             "defaults": _mapping(data.get("defaults"), f"{path}: defaults"),
             "training": _mapping(data.get("training"), f"{path}: training"),
@@ -90,14 +124,58 @@ def _seeds(value, where: str) -> list[int]:
     return list(value)
 
 
+def _field_problem(value, hint) -> str | None:
+    """Why a YAML value cannot be a TrainConfig field of type `hint` (the kind only; TrainConfig checks ranges)."""
+    args = typing.get_args(hint)
+    if value is None:
+        return None if type(None) in args else "must not be null"
+    if typing.get_origin(hint) is tuple:
+        if args[0] is str and isinstance(value, str):  # one name stands for a list of one (TrainConfig)
+            return None
+        if not isinstance(value, list) or any(_field_problem(v, args[0]) for v in value):
+            return f"must be a list of {_PLURALS[args[0]]}, not {show(value)}"
+        return None
+    types = [t for t in (args or (hint,)) if t is not type(None)]
+    if bool in types:
+        return None if isinstance(value, bool) else f"must be true or false, not {show(value)}"
+    if isinstance(value, bool) or not any(t is float and isinstance(value, int) or isinstance(value, t) for t in types):
+        quote = " (YAML reads no, yes, off and on as false or true: quote the word)" if isinstance(value, bool) \
+            and str in types else ""
+        return f"must be {' or '.join(_KIND_NAMES[t] for t in types)}, not {show(value)}{quote}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, not {value}"
+    return None
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "text"}
+_PLURALS = {int: "integers", float: "finite numbers", str: "names"}
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_budget(path: Path, where: str, budget: dict) -> None:
     chosen = sorted(set(budget) & set(NOT_BUDGET))
     if chosen:
         raise ValueError(f"{path}: {where} sets {chosen}, which the notebooks choose themselves (not a budget key)")
+    unknown = sorted(map(str, set(budget) - FIELDS))
+    if unknown:
+        listed = ", ".join(f"{k!r}{_close(k, FIELDS)}" for k in unknown)
+        raise ValueError(f"{path}: {where}: unknown TrainConfig field(s) {listed}; "
+                         f"valid fields: {', '.join(sorted(FIELDS))}")
     hints = typing.get_type_hints(TrainConfig)
-    text = sorted(k for k, v in budget.items() if isinstance(v, str) and k in hints and "str" not in str(hints[k]))
+    text = sorted(k for k, v in budget.items() if isinstance(v, str) and "str" not in str(hints[k]))
     if text:  # TrainConfig would fail comparing text with numbers
-        raise ValueError(f"{path}: {where}: {text} must be numbers, not text (YAML reads 3e-4 as text: write 3.0e-4)")
+        hint = " (YAML reads 3e-4 as text: write 3.0e-4)" if any(_reads_as_number(budget[k]) for k in text) else ""
+        raise ValueError(f"{path}: {where}: {text} must be numbers, not text{hint}")
+    for key, value in budget.items():
+        if (problem := _field_problem(value, hints[key])) is not None:
+            raise ValueError(f"{path}: {where}.{key} {problem}")
     try:
         TrainConfig.from_dict(budget)
     except (ValueError, TypeError) as e:
@@ -113,26 +191,75 @@ def load_profile(profile: str | os.PathLike) -> dict:
     """A profile (name or YAML path): {"path", "description", "defaults", "training", "notebooks": {name: {...}}}.
 
     Raises ValueError naming the file for malformed YAML, a non-mapping section, a budget key that is no
-    TrainConfig field, a notebook name that matches no notebook, or a key that is not a notebook parameter.
+    TrainConfig field, a notebook name that matches no notebook, a key that is not a notebook parameter,
+    or a value of another kind than the parameter's default (`trashlib.notebook_cell`).
     """
     prof = _read_profile(_profile_path(profile))
-    declared = {p.stem: notebook_parameter_names(p) for p in notebook_paths()}
+    declared = {p.stem: declared_parameters(p) for p in notebook_paths()}
     problems = []
     for name, block in prof["notebooks"].items():
         if name not in declared:
-            problems.append(f"notebooks.{name} matches no notebook (notebooks: {', '.join(declared)})")
+            problems.append(f"notebooks.{name} matches no notebook{_close(name, declared)} "
+                            f"(notebooks: {', '.join(declared)})")
             continue
-        for key in block:
+        for key, value in block.items():
             if key not in declared[name]:
                 hint = "; budget keys go under training:" if "training" in declared[name] and key in BUDGET_KEYS else ""
-                problems.append(f"notebooks.{name}.{key} is not a parameter of {name} "
+                problems.append(f"notebooks.{name}.{key} is not a parameter of {name}{_close(key, declared[name])} "
                                 f"(its parameters: {', '.join(declared[name])}{hint})")
-    everywhere = sorted({k for params in declared.values() for k in params})
-    problems += [f"defaults.{key} is a parameter of no notebook (parameters: {', '.join(everywhere)})"
-                 for key in prof["defaults"] if key not in everywhere]
+            elif (problem := _value_problem(prof, f"notebooks.{name}.{key}", declared[name][key], value)) is not None:
+                problems.append(problem)
+    everywhere = {k: p for params in declared.values() for k, p in params.items()}
+    for key, value in prof["defaults"].items():
+        if key not in everywhere:
+            problems.append(f"defaults.{key} is a parameter of no notebook{_close(key, everywhere)} "
+                            f"(parameters: {', '.join(sorted(everywhere))})")
+        elif (problem := _value_problem(prof, f"defaults.{key}", everywhere[key], value)) is not None:
+            problems.append(problem)
     if problems:
         raise ValueError(f"{prof['path']}: " + "; ".join(problems))
     return prof
+
+
+def _value_problem(prof: dict, where: str, param, value) -> str | None:
+    """Why a profile's value (at `where`) cannot be given to a notebook parameter, else None.
+
+    Its kind must be the default's, and no number in it NaN or infinite; `branch` and `seeds` are checked as
+    the profile's own blocks are, each arm of `variants` as a branch, and `tta` must hold fields of
+    trashlib.inference.TTA.
+    """
+    if (bad := non_finite(value, where)) is not None:
+        return f"{bad} is NaN or infinite; give a finite number"
+    if (problem := kind_problem(param, value)) is not None:
+        return f"{where} {problem}"
+    if param.name == "data_root" and value is not None and not isinstance(value, str):
+        return f"{where} must be a folder (text) or null, not {show(value)}"
+    try:
+        if param.name == "branch" and value is not None:
+            _check_budget(prof["path"], where, {**prof["training"], **_mapping(value, where)})
+        elif param.name == "seeds":
+            _seeds(value, where)
+        elif param.name == "variants" and isinstance(value, dict):
+            for arm, fields in value.items():
+                _check_budget(prof["path"], f"{where}.{arm}", {**prof["training"], **prof["branch"],
+                                                              **_mapping(fields, f"{where}.{arm}")})
+        elif param.name == "tta" and isinstance(value, dict):
+            _check_tta(value, where)
+    except ValueError as e:
+        return str(e).removeprefix(f"{prof['path']}: ")
+    return None
+
+
+def _check_tta(value: dict, where: str) -> None:
+    names = [f.name for f in dataclasses.fields(TTA)]
+    unknown = [k for k in value if k not in names]
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]} is not a TTA field{_close(unknown[0], names)} "
+                         f"(fields: {', '.join(names)})")
+    try:
+        TTA(**value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where} is not a valid TTA: {e}") from None
 
 
 def training_config(training: dict | None = None, **varied) -> TrainConfig:
@@ -174,22 +301,6 @@ def branch_config(trunk, branch: dict | None = None, *, seed: int = 0, **varied)
     return TrainConfig.from_dict(config)
 
 
-def notebook_parameter_names(nb_path: str | os.PathLike) -> list[str]:
-    """The names assigned in a notebook's `parameters`-tagged cell (what papermill may override)."""
-    nb = json.loads(Path(nb_path).read_text(encoding="utf-8"))
-    names = []
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            try:
-                body = ast.parse("".join(cell.get("source", ""))).body
-            except SyntaxError as e:
-                raise ValueError(f"{nb_path}: the parameters cell is not plain Python: {e}") from None
-            for node in body:
-                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-                names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
-    return names
-
-
 def notebook_paths(selection: list[str] | None = None) -> list[Path]:
     """The numbered notebooks in order, optionally filtered by names or number prefixes ("01", "02_baseline...")."""
     nbs = sorted(p for p in paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -198,7 +309,8 @@ def notebook_paths(selection: list[str] | None = None) -> list[Path]:
     chosen = [p for p in nbs if any(p.stem == s or p.stem.startswith(f"{s}_") or p.name == s for s in selection)]
     missing = [s for s in selection if not any(p.stem == s or p.stem.startswith(f"{s}_") or p.name == s for p in nbs)]
     if missing:
-        raise ValueError(f"no notebook matches {missing}; notebooks: {', '.join(p.stem for p in nbs)}")
+        hint = _close(missing[0], [p.stem for p in nbs])
+        raise ValueError(f"no notebook matches {missing}{hint}; notebooks: {', '.join(p.stem for p in nbs)}")
     return chosen
 
 

@@ -4,7 +4,7 @@ The seed's numbers are public-leaderboard mIoU of the real competition (3272 ima
 and SeMask models fine-tuned at 512 px from ImageNet/ADE20K checkpoints). This run's are val mIoU of
 the models and data it trained, so the levels are not comparable; the sign and size of each step are.
 Every number of "this run" is read from the notebooks' metrics; a notebook that has not run leaves
-its rows empty.
+its rows empty, and one whose metrics file is unreadable marks them "unreadable".
 """
 from __future__ import annotations
 
@@ -82,8 +82,11 @@ def _best_single(metrics: dict) -> dict:
     return {"after": value, "what": m2.get("model", "baseline"), "verdict": ""} if value is not None else {}
 
 
-def seed_table(metrics: dict) -> pd.DataFrame:
-    """The seed's rows with this run's matching numbers: before, after, Δ (± spread), what, verdict."""
+def seed_table(metrics: dict, *, unreadable: frozenset | set = frozenset()) -> pd.DataFrame:
+    """The seed's rows with this run's matching numbers: before, after, Δ (± spread), what, verdict.
+
+    `unreadable`: notebooks whose metrics file could not be read; their rows say so instead of a number.
+    """
     m4, m5, m6 = (metrics.get(NOTEBOOKS[i]) for i in (3, 4, 5))
     last = ((m5 or {}).get("stages") or [{}])[-1]
     ensemble_all = {"after": _num(last.get("val_mIoU")), "what": last.get("name", ""), "verdict": ""} \
@@ -91,8 +94,13 @@ def seed_table(metrics: dict) -> pd.DataFrame:
     ours = [_best_single(metrics), _stage_step(m5, "crf", baseline_noise(metrics)), ensemble_all,
             _variant_step(m6, "hard"), None, None, None, _variant_step(m4, "offline"),
             _variant_step(m4, "rare") or _variant_step(m4, "target") or _variant_step(m4, "online", "class")]
+    # the notebook each row of ours is read from (best single: 03's table, else 02's baseline)
+    best_from = NOTEBOOKS[2] if metrics.get(NOTEBOOKS[2]) or NOTEBOOKS[2] in unreadable else NOTEBOOKS[1]
+    sources = (best_from, NOTEBOOKS[4], NOTEBOOKS[4], NOTEBOOKS[5], None, None, None, NOTEBOOKS[3], NOTEBOOKS[3])
     rows = []
-    for (experiment, model, before, after, note), mine in zip(SEED_RESULTS, ours):
+    for (experiment, model, before, after, note), mine, source in zip(SEED_RESULTS, ours, sources):
+        if source in unreadable:
+            mine = {"what": f"unreadable (metrics/{source}.json)"}
         if mine is None:  # the seed's other models of the same experiment: one row of ours covers them
             rows.append({"experiment": experiment, "seed model": model, "seed before": before, "seed after": after,
                          "seed Δ": after - before, "seed note": note, "this run": "(as above)"})

@@ -6,6 +6,10 @@ file) supplies each notebook's parameters; without a profile a notebook runs its
 are the cheap smoke run (that is what `pytest --nbval-lax` executes).
 
 Profiles and the parameters they give each notebook are `trashlib.parameters`.
+
+A notebook is renamed to its final name only once it has run, and every file is written atomically,
+so nothing half-written is ever taken for a result; a report holds its folder's lock while it runs
+and removes what a killed one left (`trashlib.report_folder`).
 """
 from __future__ import annotations
 
@@ -20,8 +24,11 @@ import numpy as np
 
 from trashlib import paths
 from trashlib.io import atomic_open, write_json
+from trashlib.metrics_file import read_metrics
 from trashlib.parameters import load_profile, notebook_parameters, notebook_paths
+from trashlib.report_folder import RUNNING, earlier_records, remove_leftovers, report_lock
 from trashlib.wrapup import build_page
+
 
 
 def _jsonable(obj):
@@ -46,9 +53,15 @@ def save_metrics(notebook: str, metrics: dict) -> Path:
 
 
 def load_metrics(notebook: str) -> dict | None:
-    """The metrics a notebook saved, or None if it has not run."""
+    """The metrics a notebook saved, or None if it has not run; a ValueError naming the file (and the key) when
+    it cannot be read whole (`trashlib.metrics_file`)."""
     path = paths.REPORTS_DIR / "metrics" / f"{notebook}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return read_metrics(path)
+    except ValueError as e:
+        raise ValueError(f"{e}; run {notebook} again to write it anew") from None
 
 
 def save_figure(fig, name: str, *, dpi: int = 110) -> Path:
@@ -154,7 +167,7 @@ def run_notebook(nb_path: Path, parameters: dict, *, out_dir: Path) -> dict:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / nb_path.name
-    tmp = out_dir / f".{nb_path.stem}.running.ipynb"
+    tmp = out_dir / RUNNING.format(nb_path.stem)
     start = time.perf_counter()
     status, error = "ok", None
     try:
@@ -192,7 +205,9 @@ def _reports_dir(out_dir: str | os.PathLike | None):
 def make_report(profile: str = "cpu", notebooks: list[str] | None = None, *, data_root: str | None = None,
                 out_dir: str | os.PathLike | None = None, stop_on_error: bool = True) -> list[dict]:
     """Run the notebooks in order with a profile, render HTML and write index.html (into reports/ or out_dir)."""
-    with _reports_dir(out_dir):
+    with _reports_dir(out_dir) as folder, report_lock(folder):
+        for p in remove_leftovers(folder):
+            print(f"[report] removed {p.relative_to(folder)}, left by an interrupted report", flush=True)
         return _make_report(profile, notebooks, data_root=data_root, stop_on_error=stop_on_error)
 
 
@@ -227,8 +242,7 @@ def _write_index_safely(records: list[dict], *, profile: str) -> str | None:
 
 def _merge_records(out_dir: Path, records: list[dict]) -> list[dict]:
     """This run's records plus earlier ones of notebooks not rerun, so running one notebook keeps the index whole."""
-    path = out_dir / "metrics" / "_runs.json"
-    earlier = json.loads(path.read_text()) if path.exists() else []
+    earlier = earlier_records(out_dir / "metrics" / "_runs.json")
     fresh = {r["notebook"] for r in records}
     kept = [r for r in earlier if r["notebook"] not in fresh and (out_dir / f"{r['notebook']}.html").exists()]
     return sorted(kept + records, key=lambda r: r["notebook"])

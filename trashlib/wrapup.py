@@ -5,7 +5,10 @@ mIoU through the stages, as a chart and a table linking each stage to its notebo
 folders (config, seed, git commit); per-class IoU through the stages; the seed's experiment table
 regenerated beside this run's numbers; "what worked, what did not", written from the numbers; the
 rendered notebooks; the figures. Every number comes from reports/metrics/*.json (the notebooks' own
-records and _runs.json, the report's run times); a notebook without metrics is "not run".
+records and _runs.json, the report's run times); a notebook without metrics is "not run". A metrics
+file that cannot be read whole (cut off, not JSON, NaN, a number that is text or out of range) is
+never half-read: the page is still built, that notebook's sections say "unreadable", and a note at
+the top names the file and the fault, so one damaged file hides neither the rest of the run nor itself.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ import pandas as pd
 
 from trashlib import paths
 from trashlib.findings import delta_sentence
-from trashlib.io import atomic_open, read_json
+from trashlib.io import atomic_open
+from trashlib.metrics_file import read_all_metrics
 from trashlib.published import seed_claims, seed_table
 from trashlib.runs import CONFIG_FILE, Run
 from trashlib.waterfall import NOTEBOOKS, collect_stages, plot_stage_classes, plot_waterfall
@@ -36,23 +40,6 @@ table{border-collapse:collapse;margin:0.6em 0 1.2em}td,th{padding:3px 9px;border
 font-size:0.92em;vertical-align:top}th{background:#f4f4f4}.gain{color:#2a7a3a;font-weight:bold}
 .loss{color:#b3261e;font-weight:bold}.tie,.muted{color:#777}img{max-width:100%}.thumbs img{width:260px;margin:4px;
 border:1px solid #ddd}.note{background:#fff8e1;padding:6px 10px;border-left:4px solid #f0c000}"""
-
-
-def read_all_metrics(metrics_dir: Path) -> tuple[dict, list[str]]:
-    """{notebook: metrics or None} for the numbered notebooks, and problems (unreadable files, by name)."""
-    found, problems = {}, []
-    names = list(NOTEBOOKS) + sorted(p.stem for p in metrics_dir.glob("[0-9][0-9]_*.json") if p.stem not in NOTEBOOKS)
-    for nb in names:
-        path = metrics_dir / f"{nb}.json"
-        try:
-            found[nb] = read_json(path) if path.exists() else None
-        except ValueError as e:
-            found[nb] = None
-            problems.append(str(e))
-        if found[nb] is not None and not isinstance(found[nb], dict):
-            problems.append(f"{path}: not a JSON object; ignored")
-            found[nb] = None
-    return found, problems
 
 
 def section_anchor(notebook: str) -> str:
@@ -120,20 +107,25 @@ def _hardware(stages) -> str:
     return f"this machine: {platform.machine()}, {os.cpu_count()} cores (no run here recorded its device)"
 
 
-def _summary(records, metrics, stages, profile: str) -> str:
+def _summary(records, metrics, stages, profile: str, unreadable: dict) -> str:
     eda, sub = metrics.get("01_EDA") or {}, metrics.get("07_submission") or {}
+    unknown = f"unknown (metrics/{NOTEBOOKS[0]}.json is unreadable)" if NOTEBOOKS[0] in unreadable else None
     data = eda.get("data_root") or next((r["parameters"].get("data_root") for r in records
-                                         if (r.get("parameters") or {}).get("data_root")), None) or "the embedded dataset"
+                                         if (r.get("parameters") or {}).get("data_root")), None) or \
+        unknown or "the embedded dataset"
     size = f" ({eda['n_images_in_split']} images in {eda.get('split', 'train_all')})" if eda.get("n_images_in_split") else ""
     seconds = sum(r.get("seconds") or 0 for r in records)
     last = next((s for s in reversed(stages) if s.value is not None), None)
     final_val = sub.get("val_mIoU", last.value if last else None)
     test = sub.get("test_mIoU")
+    final = f"{_fmt(final_val)}" + (f" (submitted: {sub.get('stage') or sub.get('run')})"
+                                    if sub.get("stage") or sub.get("run") else "")
+    test = _fmt(test) if test is not None else "not measured (test labels hidden, or 07 not run)"
+    if NOTEBOOKS[6] in unreadable:  # what was submitted is unknown: no stand-in number
+        final = test = f"unreadable (metrics/{NOTEBOOKS[6]}.json, see the note above)"
     rows = [("data", f"{data}{size}"), ("profile", profile), ("hardware", _hardware(stages)),
             ("total time", f"{seconds / 60:.1f} min over {len(records)} notebooks" if records else "not recorded"),
-            ("final val mIoU", f"{_fmt(final_val)}" + (f" (submitted: {sub.get('stage') or sub.get('run')})"
-                                                       if sub.get("stage") or sub.get("run") else "")),
-            ("test mIoU", _fmt(test) if test is not None else "not measured (test labels hidden, or 07 not run)")]
+            ("final val mIoU", final), ("test mIoU", test)]
     return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
@@ -169,18 +161,20 @@ def _findings(stages, claims) -> str:
                   "over seeds is a tie; a step without a spread of its own is judged against 02's seed spread.</p>")
 
 
-def _notebooks(records, metrics, reports: Path) -> str:
+def _notebooks(records, metrics, reports: Path, unreadable: dict) -> str:
     done = {r["notebook"]: r for r in records}
     rows = []
     known = {p.stem for p in paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")} | {n for n, m in metrics.items() if m}
-    for nb in sorted(set(done) | known):
+    for nb in sorted(set(done) | known | set(unreadable)):
         r = done.get(nb)
         if r is None:
-            status = "metrics from an earlier run" if metrics.get(nb) else "not run"
+            status = "metrics from an earlier run" if metrics.get(nb) else \
+                "ran, but its metrics are unreadable" if nb in unreadable else "not run"
         else:
             status = "ok" if r["status"] == "ok" else f'<b class="loss">failed</b>: {_e(r.get("error") or "")}'
         seconds = "" if r is None else f"{r.get('seconds') or 0:.0f} s"
-        numbers = f"metrics/{_e(nb)}.json" if metrics.get(nb) else "—"
+        numbers = f"metrics/{_e(nb)}.json" if metrics.get(nb) else \
+            f'<b class="loss">metrics/{_e(nb)}.json unreadable</b>' if nb in unreadable else "—"
         rows.append(f"<tr><td>{_nb_link(nb, (r or {}).get('title', nb), reports)}</td><td>{status}</td>"
                     f"<td>{seconds}</td><td>{numbers}</td></tr>")
     return "<table><tr><th>notebook</th><th>status</th><th>time</th><th>key numbers</th></tr>" + "".join(rows) + "</table>"
@@ -196,23 +190,31 @@ def _figures(reports: Path) -> str:
         for f in v) + "</div>" for k, v in groups.items())
 
 
+def _mark_unreadable(stage, unreadable: dict, reports: Path):
+    """A stage whose notebook's metrics file could not be read says so (not "not run"), naming the fault."""
+    if stage.notebook in unreadable and stage.verdict == "not run":
+        stage.verdict, stage.note = "unreadable", unreadable[stage.notebook].replace(f"{reports}{os.sep}", "")
+    return stage
+
+
 def build_page(records: list[dict], *, profile: str, reports_dir: Path | None = None) -> Path:
     """Write reports/index.html from the metrics (and records, the report's per-notebook run times)."""
     reports = Path(reports_dir or paths.REPORTS_DIR)
-    metrics, problems = read_all_metrics(reports / "metrics")
-    stages = collect_stages(metrics)
+    metrics, unreadable = read_all_metrics(reports / "metrics")
+    stages = [_mark_unreadable(s, unreadable, reports) for s in collect_stages(metrics)]
     waterfall = _save(plot_waterfall(stages), reports, "wrapup_waterfall")
     heat = plot_stage_classes(stages)
     heat = _save(heat, reports, "wrapup_per_class") if heat is not None else None
-    seeds = seed_table(metrics)
+    seeds = seed_table(metrics, unreadable=set(unreadable))
     seed_html = seeds.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4f}", border=0, escape=True)
-    warn = "".join(f"<p class='note'>{_e(p)}</p>" for p in problems)
+    warn = "".join(f"<p class='note'>Unreadable: {_e(why)}. Its sections below say so and show none of its numbers; "
+                   f"run {_e(nb)} again to write it anew.</p>" for nb, why in unreadable.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>trashlib: what this run found</title>
 <style>{STYLE}</style></head><body>
 <h1>Trash segmentation: what this run found</h1>
 <p>Semantic segmentation of recycling-trash photos (11 classes, the competition's mIoU). Profile
 <code>{_e(profile)}</code>, page generated {time.strftime('%Y-%m-%d %H:%M')} from <code>metrics/*.json</code>.</p>
-{warn}<h2 id="summary">Summary</h2>{_summary(records, metrics, stages, profile)}
+{warn}<h2 id="summary">Summary</h2>{_summary(records, metrics, stages, profile, unreadable)}
 <p class="note">Small models trained on this run's budget stand in for the leaderboard's: read the steps
 (gains, losses, ties), not the levels.</p>
 <h2 id="waterfall">The waterfall: val mIoU through the stages</h2>
@@ -227,11 +229,13 @@ red a loss, grey a tie within twice the spread. Error bars are the spread over s
 direction and size of each step, not the levels.</p>
 {seed_html}
 <h2 id="findings">What worked, what did not</h2>{_findings(stages, seed_claims(seeds))}
-<h2 id="notebooks">Notebooks</h2>{_notebooks(records, metrics, reports)}
+<h2 id="notebooks">Notebooks</h2>{_notebooks(records, metrics, reports, unreadable)}
 <h2 id="figures">Figures</h2>{_figures(reports)}
 </body></html>
 """
     path = reports / "index.html"
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(page)
+    for why in unreadable.values():
+        print(f"[report] unreadable: {why} ({path.name} marks its sections so)", flush=True)
     return path

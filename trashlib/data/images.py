@@ -22,9 +22,9 @@ def read_image(path: str | Path, *, width: int | None = None, height: int | None
         raise DatasetError([Problem(where, item, f"image file {path} cannot be read: {e.strerror or e}")]) from None
     if buf.size == 0:  # OpenCV answers an empty buffer with an assertion error, not None
         raise DatasetError([Problem(where, item, f"image file {path} is empty (0 bytes)")])
-    # OpenCV < 5 decodes a truncated JPEG with only a warning; a JPEG must end with its EOI marker.
+    # OpenCV < 5 decodes a truncated JPEG with only a warning; a JPEG must hold its EOI marker.
     # Damage in the middle is only a libjpeg warning on stderr: `data check` listens for it, training does not.
-    truncated = buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-64:].tobytes()
+    truncated = _jpeg_truncated(buf.tobytes())
     image = None if truncated else _decode(buf)
     if image is None:
         what = "truncated" if truncated else "corrupt or not an image"
@@ -33,6 +33,32 @@ def read_image(path: str | Path, *, width: int | None = None, height: int | None
         raise DatasetError([Problem(where, item, f"image file {path} is {image.shape[1]}x{image.shape[0]}, "
                                                  f"the JSON says {width}x{height}")])
     return image
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """Whether a JPEG file ends before its end-of-image marker (EOI, FF D9); False for other formats.
+
+    The header segments are stepped over by their lengths up to the first start of scan (SOS), so an
+    EXIF thumbnail's own EOI is not taken for the image's. After it, FF D9 can only be the EOI (the
+    compressed data stuffs every FF byte), wherever it lies: bytes after it (a phone's trailer, a
+    motion photo's video) do not make a whole file truncated.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    pos = 2
+    while pos + 4 <= len(data):
+        marker = data[pos + 1]
+        if data[pos] != 0xFF or marker == 0xD9:  # not a marker, or an end before any scan: the decoder judges it
+            return False
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker == 0xDA:
+            return data.rfind(b"\xff\xd9", pos + 2) < 0
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return True  # cut off inside the headers
 
 
 def _decode(buf: np.ndarray) -> np.ndarray | None:

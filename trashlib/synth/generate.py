@@ -3,13 +3,13 @@
 Image i is rendered from the random stream (seed, i) alone, so the bytes written do not depend on
 `workers`. Everything is written into a hidden sibling folder that is renamed to `out` at the end.
 Each dataset carries a marker file (MARKER_FILE); `overwrite=True` replaces only such a folder, and
-only while it holds nothing but what the generator wrote, so no file of anyone else is ever deleted.
+only while it holds nothing but what the generator wrote (its fixed files, and the images that the
+parameters recorded in synth_meta.json plan), so no file of anyone else is ever deleted.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +32,7 @@ os.umask(_UMASK)
 # what the generator writes at the top of `out` (plus the batch folders), and the Makefile's stamp
 _OWN_FILES = {MARKER_FILE, "train_all.json", "train.json", "val.json", "test.json", "test_labels.json",
               "sample_submission.csv", "synth_meta.json", "README.md", ".generated"}
+_MAX_IMAGES = 1_000_000  # a synth_meta.json planning more images is not the generator's (a plan costs memory)
 
 
 class DatasetExistsError(FileExistsError, ValueError):
@@ -107,12 +108,16 @@ def _check_args(out: Path, seed, n_train, n_val, n_test, mislabel_rate, image_si
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not _made_here(out):
-        raise DatasetExistsError(f"{out} already holds files not made by trashlib, so it is left alone "
-                                 f"(nothing is deleted); choose a new or empty folder")
-    if foreign := _foreign_files(out):
-        shown = ", ".join(str(f.relative_to(out)) for f in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise DatasetExistsError(f"{out} holds a trashlib dataset but also files trashlib did not write ({shown}); "
-                                 f"it is left alone: move them out or choose another folder")
+        shown = _shown(out, sorted(out.iterdir()))
+        raise DatasetExistsError(f"{out} already holds files not made by trashlib, so it is left alone (nothing is "
+                                 f"deleted): it holds {shown}; choose a new or empty folder")
+    own = _own_images(out)
+    if own is None:
+        raise DatasetExistsError(f"{out} holds a trashlib dataset whose synth_meta.json is unreadable, so the images "
+                                 f"trashlib wrote cannot be told from others; it is left alone: choose another folder")
+    if foreign := _foreign_files(out, own):
+        raise DatasetExistsError(f"{out} holds a trashlib dataset but also files trashlib did not write "
+                                 f"({_shown(out, foreign)}); it is left alone: move them out or choose another folder")
     if not overwrite:
         raise DatasetExistsError(f"{out} already holds a dataset made by trashlib; choose another folder "
                                  f"or pass overwrite=True (--overwrite) to replace it")
@@ -128,12 +133,37 @@ def _made_here(out: Path) -> bool:
         return False
 
 
-def _foreign_files(out: Path) -> list[Path]:
-    """Entries of `out` the generator did not write: replacing the folder would delete them."""
+def _shown(out: Path, entries: list[Path]) -> str:
+    """Up to three entries of `out`, relative to it, for a message."""
+    return ", ".join(str(f.relative_to(out)) for f in entries[:3]) + (", ..." if len(entries) > 3 else "")
+
+
+def _own_images(out: Path) -> set[str] | None:
+    """The image files the generator wrote into `out`, planned again from the parameters its synth_meta.json
+    records (None when they cannot be read: then no image can be told from one of someone else's)."""
+    try:
+        p = read_json(out / "synth_meta.json")["parameters"]
+        counts = [p[k] for k in ("seed", "n_train", "n_val", "n_test")]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        return None
+    if sum(counts[1:]) > _MAX_IMAGES:
+        return None
+    return {f for f, _ in _plan(*counts)}
+
+
+def _foreign_files(out: Path, own: set[str]) -> list[Path]:
+    """Entries of `out` the generator did not write (`own`: its image files): replacing the folder would delete them.
+
+    An image counts as the generator's only under a name its plan gives: a photo of someone else's saved as
+    batch_01_vt/0999.jpg in a dataset of 40 images is theirs.
+    """
     foreign = []
     for entry in sorted(out.iterdir()):
         if entry.name in BATCHES and entry.is_dir() and not entry.is_symlink():
-            foreign += [f for f in sorted(entry.iterdir()) if not (re.fullmatch(r"\d{4}\.jpg", f.name) and f.is_file())]
+            foreign += [f for f in sorted(entry.iterdir())
+                        if not (f"{entry.name}/{f.name}" in own and f.is_file() and not f.is_symlink())]
         elif entry.name not in _OWN_FILES or not entry.is_file():
             foreign.append(entry)
     return foreign

@@ -4,7 +4,8 @@ Single process: `train(cfg)` or `python -m trashlib train ...`. Several GPUs:
 `accelerate launch -m trashlib train ...` (Hugging Face Accelerate; `batch_size` is per device and
 only the main process writes files). A finished run with the same config is reused, not retrained;
 `resume=True` continues an unfinished one from its last checkpoint and reaches the same weights as an
-uninterrupted run (data order, augmentation and RNG states are all part of the checkpoint);
+uninterrupted run (data order, augmentation and RNG states are all part of the checkpoint), a branch
+included, as long as its trunk has not been trained again meanwhile (then it is refused);
 `restart=True` starts it over, and without either an interrupted run is refused, never wiped. A loss
 or weights turning NaN or infinite stop the run before anything non-finite is saved.
 """
@@ -26,13 +27,15 @@ from trashlib.batching import item_loader
 from trashlib.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, load_training_state, restore_rng,
                                  save_training_state, save_weights)
 from trashlib.config import TrainConfig
-from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
+from trashlib.data import (TrashDataset, build_train_dataset, check_train_sources, resolve_data_root,
+                           train_fingerprint)
 from trashlib.data.pasted import materialise_pasted, online_paster
 from trashlib.io import write_json
 from trashlib.models import build_model
 from trashlib.models.sizes import presets_fingerprint
 from trashlib.training.augment import transform_from_config
-from trashlib.training.folder import MetricsLog, finished_run, resuming_run, start_folder, truncate_metrics
+from trashlib.training.folder import (MetricsLog, finished_run, resuming_run, start_folder, truncate_metrics,
+                                     trunk_identity)
 from trashlib.training.sampling import TrainStream, repeat_factors, train_loader
 from trashlib.training.schedule import lr_factor, set_lr
 from trashlib.training.validate import cdb_weights, validate
@@ -120,7 +123,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     its first checkpoint removes what it wrote, so no half-made run folder is left behind.
     """
     cfg = cfg.replace(data_root=str(resolve_data_root(cfg.data_root)))
-    trunk = None
+    trunk = trunk_sha1 = None
     if cfg.init_from is not None:  # one spelling per trunk (its name beside this run, else its full path)
         base = Path(cfg.out_dir) if cfg.out_dir else runs.runs_dir()
         trunk = runs.resolve_run(cfg.init_from, root=base)
@@ -128,12 +131,13 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
             raise ValueError(f"init_from {trunk.path}: the trunk run has not finished; train it first")
         same = trunk.path.parent.resolve() == base.resolve()
         cfg = cfg.replace(init_from=trunk.name if same else str(trunk.path.resolve()))
+        trunk_sha1 = trunk_identity(trunk.path)
     run_dir = runs.run_dir_for(cfg)
-    if not force and finished_run(run_dir, cfg):
+    if not force and finished_run(run_dir, cfg, trunk_sha1=trunk_sha1):
         print(f"reusing finished run {run_dir} (force=True retrains)")
         return runs.Run(run_dir)
     runs.check_run_folder(run_dir)
-    resuming = resuming_run(run_dir, cfg, force)
+    resuming = resuming_run(run_dir, cfg, force, trunk_sha1=trunk_sha1)
     accelerator = _accelerator(cfg)
     main = accelerator.is_main_process
     _seed_everything(cfg.seed)
@@ -148,6 +152,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
                              f"({str(e).splitlines()[0].rstrip(':. ')})") from None
         model.train()
     if cfg.copy_paste == "offline":  # the main process writes the set once; the others then read it
+        check_train_sources(cfg)  # a leaking extra set is refused before the pasted set is written
         with accelerator.main_process_first():
             materialise_pasted(cfg, progress=main)
     data = build_train_dataset(cfg)
@@ -160,7 +165,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     accelerator.wait_for_everyone()  # every process has read the folder before the main one changes it
     try:
         return _run_loop(cfg, accelerator, model, stream, val_set, run_dir, resuming=resuming,
-                         trunk=None if resuming else trunk,
+                         trunk=None if resuming else trunk, trunk_sha1=trunk_sha1,
                          stop_after=stop_after, progress=progress)
     except BaseException:
         if main and last_checkpoint(run_dir / "checkpoints") is None:
@@ -169,11 +174,12 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
 
 
 def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resuming: bool, stop_after, progress,
-              trunk=None):
+              trunk=None, trunk_sha1=None):
     main, device = accelerator.is_main_process, accelerator.device
     ckpt_dir = run_dir / "checkpoints"
     if main:
-        start_folder(run_dir, cfg, str(device), resuming=resuming, precision=str(accelerator.mixed_precision))
+        start_folder(run_dir, cfg, str(device), resuming=resuming, precision=str(accelerator.mixed_precision),
+                     trunk_sha1=trunk_sha1)
     accelerator.wait_for_everyone()
     optimizer = make_optimizer(model, cfg)
     for group in optimizer.param_groups:
