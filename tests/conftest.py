@@ -28,6 +28,28 @@ def tiny_model(name: str):
     return _MODELS[name]
 
 
+def cli_help(*argv: str, columns: int = 300) -> str:
+    """The --help text of a `python -m trashlib` subcommand, made in this process (a subprocess costs seconds
+    of imports; one test, test_python_dash_m_prints_one_line_for_a_bad_test_json, keeps the real entry point)."""
+    import contextlib
+    import io
+
+    from trashlib.cli import main
+
+    out, old = io.StringIO(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(columns)
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as e:
+            main([*argv, "--help"])
+    finally:
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+    assert e.value.code == 0
+    return out.getvalue()
+
+
 def write_index(folder, maps: dict, **settings):
     """A ProbIndex of hand-made (C, H, W) maps keyed by file name (no model needed)."""
     from trashlib.probs import ProbWriter

@@ -1,13 +1,11 @@
 """Ensembles: soft and hard votes by hand (ties included), weights, alignment, the streamed index, fitting, CLI."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import confident as conftest_confident, write_index
+from conftest import cli_help, confident as conftest_confident, write_index
 
 from trashlib.data import TrashDataset
 from trashlib.ensemble import ensemble, fit_weights, hard_vote, normalize_weights, soft_vote, vote_probs
@@ -199,8 +197,7 @@ def test_cli_ensemble_errors_are_one_line(root256, tmp_path, capsys):
 
 
 def test_cli_ensemble_help_documents_every_option():
-    out = subprocess.run([sys.executable, "-m", "trashlib", "ensemble", "--help"], capture_output=True, text=True,
-                         check=True, env={"COLUMNS": "200", "PATH": ""}).stdout
+    out = cli_help("ensemble", columns=200)
     for option in ("RUN_OR_INDEX", "--data", "--split", "--weights", "--fit-weights", "--vote", "--name", "--crf",
                    "--overwrite", "--max-area", "--workers", "--submission", "--force", "peers-a"):
         assert option in out

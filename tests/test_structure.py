@@ -4,12 +4,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from trashlib.config import TrainConfig
+from conftest import cli_help
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "trashlib"
 # Imported inside functions on purpose: heavy (seconds) or optional (notebook extras, GPU kernels).
@@ -108,8 +107,7 @@ def test_paths_only_computes_paths():
 
 
 def test_train_help_lists_every_config_field_with_its_help():
-    out = subprocess.run([sys.executable, "-m", "trashlib", "train", "--help"], capture_output=True, text=True,
-                         check=True, env={"COLUMNS": "400", "PATH": ""}).stdout
+    out = cli_help("train", columns=400)
     for field in dataclasses.fields(TrainConfig):
         help_text = field.metadata["help"]
         assert help_text.split(" (")[0] in " ".join(out.split()), field.name

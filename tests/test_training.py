@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from torch import nn
 
 from trashlib.models.base import SegmentationModel, SegOutput
 from trashlib.config import TrainConfig
+from conftest import cli_help
 
 
 class TinySeg(SegmentationModel):
@@ -453,8 +452,7 @@ def test_checkpoints_are_safetensors_and_load(tiny_root):
 
 
 def test_cli_train_help_documents_options():
-    out = subprocess.run([sys.executable, "-m", "trashlib", "train", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = cli_help("train")
     for option in ("--model", "--size", "--data", "--steps", "--batch-size", "--image-size", "--lr", "--out",
                    "--run-name", "--resume", "--mixed-precision", "--config", "accelerate launch"):
         assert option in out
