@@ -458,3 +458,16 @@ def test_case_o_tmp_a_killed_writers_temporary_folder_is_removed_by_the_rerun(ti
     made = materialise_pasted(cfg)
     assert len(made) == 4 and not left[0].exists()
     assert live.is_dir() and all(p.is_dir() for p in foreign)
+
+
+def test_a_runs_folder_moved_under_data_interim_is_an_output_not_an_input(tmp_path, monkeypatch):
+    import trashlib.paths as paths
+    from trashlib.io import check_output_place
+    monkeypatch.setattr(paths, "INTERIM_DIR", tmp_path / "data" / "interim")
+    monkeypatch.setattr(paths, "PROBS_DIR", tmp_path / "data" / "interim" / "probs")
+    monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "data" / "interim" / "nbval" / "runs")
+    check_output_place(paths.RUNS_DIR / "a-run", what="the run folder")
+    with pytest.raises(ValueError, match="lies inside the project's"):
+        check_output_place(tmp_path / "data" / "interim" / "nbval" / "other", what="x")
+    with pytest.raises(ValueError, match="lies inside the project's"):
+        check_output_place(paths.PROBS_DIR / "x.csv", what="x")

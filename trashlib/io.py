@@ -101,8 +101,12 @@ def _conflict(path: Path, inputs) -> str | None:
         folder = Path(given).expanduser().resolve()
         if path == folder or folder in path.parents:
             return f"{'is' if path == folder else 'lies inside'} the input {given}"
+    # the runs and reports folders are outputs wherever they were moved (make test puts them under data/interim)
+    configured = [Path(getattr(paths, name)).resolve() for name in ("RUNS_DIR", "REPORTS_DIR")]
     for name in ("RAW_DIR", "INTERIM_DIR", "PROBS_DIR"):  # read now: tests and TRASHLIB_HOME move them
         folder = Path(getattr(paths, name)).resolve()
+        if any(out == path or out in path.parents for out in configured if folder in out.parents):
+            continue
         if path == folder or folder in path.parents:
             return f"lies inside the project's {folder}, which holds its inputs and stored results"
     for folder in path.parents:
