@@ -50,6 +50,18 @@ def cli_help(*argv: str, columns: int = 300) -> str:
     return out.getvalue()
 
 
+@pytest.fixture
+def fake_run(tmp_path) -> Path:
+    """A run folder with a config and an (empty) checkpoint: enough to be found, not to be loaded."""
+    from trashlib.config import TrainConfig
+
+    run = tmp_path / "runs" / "fake-run"
+    (run / "checkpoints").mkdir(parents=True)
+    TrainConfig(model="segformer", steps=1, batch_size=1, image_size=64).to_yaml(run / "config.yaml")
+    (run / "checkpoints" / "best.safetensors").write_bytes(b"")
+    return run
+
+
 def write_index(folder, maps: dict, **settings):
     """A ProbIndex of hand-made (C, H, W) maps keyed by file name (no model needed)."""
     from trashlib.probs import ProbWriter

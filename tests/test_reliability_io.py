@@ -25,16 +25,6 @@ def write_test_json(path: Path, ids=IDS) -> Path:
 
 
 @pytest.fixture
-def fake_run(tmp_path) -> Path:
-    """A run folder with a config and an (empty) checkpoint: enough to be found, not to be loaded."""
-    run = tmp_path / "runs" / "fake-run"
-    (run / "checkpoints").mkdir(parents=True)
-    TrainConfig(model="segformer", steps=1, batch_size=1, image_size=64).to_yaml(run / "config.yaml")
-    (run / "checkpoints" / "best.safetensors").write_bytes(b"")
-    return run
-
-
-@pytest.fixture
 def no_model_loading(monkeypatch, tmp_path):
     """Loading a model fails the test: the checks under test must come before any prediction work."""
     import trashlib.paths as paths

@@ -121,16 +121,6 @@ def test_case_o1_outputs_inside_protected_folders_are_refused(data256, tmp_path,
     assert not target.exists() and _snapshot(data256, a, b) == before and not _stored(tmp_path)
 
 
-@pytest.fixture
-def fake_run(tmp_path) -> Path:
-    """A run folder with a config and an (empty) checkpoint: enough to be found, not to be loaded."""
-    run = tmp_path / "runs" / "fake-run"
-    (run / "checkpoints").mkdir(parents=True)
-    TrainConfig(model="segformer", steps=1, batch_size=1, image_size=64).to_yaml(run / "config.yaml")
-    (run / "checkpoints" / "best.safetensors").write_bytes(b"")
-    return run
-
-
 def test_case_o1_predict_refuses_a_submission_inside_its_run_or_data(fake_run, data256, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the output path was checked")
