@@ -39,14 +39,9 @@ data: $(SYNTH)/.generated ## generate the embedded trash-scene dataset (data/raw
 report: venv data ## run every notebook with PROFILE (smoke, cpu: default, gpu) into reports/
 	$(PY) -m trashlib report --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 
-test: venv data ## unit tests and the notebooks in their smoke configuration (nbval), side by side
-	@# they share no file (the unit tests write under pytest's temporary folder) and each leaves a core
-	@# mostly idle, so they run at once; the notebooks' log is printed when both are done
-	@mkdir -p $(NBVAL_DIR)
-	@$(MAKE) --no-print-directory test-notebooks > $(NBVAL_DIR)/nbval.log 2>&1 & nb=$$!; \
-	$(PY) -m pytest -q tests; unit=$$?; wait $$nb; notebooks=$$?; \
-	echo "== notebooks (nbval)"; cat $(NBVAL_DIR)/nbval.log; \
-	if [ $$unit -ne 0 ] || [ $$notebooks -ne 0 ]; then echo "make test: unit tests exit $$unit, notebooks exit $$notebooks"; exit 1; fi
+test: venv data ## unit tests, then the notebooks in their smoke configuration (nbval)
+	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-notebooks
 
 test-fast: venv ## unit tests only, without the notebooks
 	$(PY) -m pytest -q tests -x
