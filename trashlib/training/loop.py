@@ -27,9 +27,8 @@ from trashlib.batching import item_loader
 from trashlib.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, load_training_state, restore_rng,
                                  save_training_state, save_weights)
 from trashlib.config import TrainConfig
-from trashlib.data import (TrashDataset, build_train_dataset, check_train_sources, resolve_data_root,
-                           train_fingerprint)
-from trashlib.data.pasted import materialise_pasted, online_paster
+from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
+from trashlib.data.pasted import online_paster
 from trashlib.io import write_json
 from trashlib.models import build_model
 from trashlib.models.sizes import presets_fingerprint
@@ -151,11 +150,9 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
             raise ValueError(f"init_from {trunk.path}: its weights do not fit {cfg.model}-{cfg.size} "
                              f"({str(e).splitlines()[0].rstrip(':. ')})") from None
         model.train()
-    if cfg.copy_paste == "offline":  # the main process writes the set once; the others then read it
-        check_train_sources(cfg)  # a leaking extra set is refused before the pasted set is written
-        with accelerator.main_process_first():
-            materialise_pasted(cfg, progress=main)
-    data = build_train_dataset(cfg)
+    # checked before an offline pasted set is written; the main process writes that set once, the others read it
+    with accelerator.main_process_first():
+        data = build_train_dataset(cfg)
     repeat = None if cfg.repeat_threshold is None else repeat_factors(data, cfg.repeat_threshold)
     if repeat is not None and main and progress:
         print(f"repeat factor sampling (t = {cfg.repeat_threshold}): {int((repeat > 1).sum())} of {len(repeat)} "
