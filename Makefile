@@ -10,6 +10,10 @@ SYNTH_SOURCES := $(wildcard trashlib/synth/*.py)
 NBVAL_DIR := data/interim/nbval
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
+# pip installs without compiling every module to bytecode (torch alone has thousands that are never imported);
+# Python compiles what is imported on first use and keeps it in .venv, which a machine-wide
+# PYTHONDONTWRITEBYTECODE would forbid, making every later process compile its imports again
+unexport PYTHONDONTWRITEBYTECODE
 
 .DEFAULT_GOAL := help
 .PHONY: help venv data report test test-fast test-notebooks bench lab clean-reports
@@ -23,8 +27,8 @@ $(VENV)/requirements.txt: environment.yml
 	awk '/^ *- pip:/ {on=1; next} on && /^ *- / {sub(/^ *- /, ""); sub(/ *#.*/, ""); if ($$0 !~ /^-e/) print}' $< > $@
 
 $(STAMP): $(VENV)/requirements.txt pyproject.toml
-	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	$(PY) -m pip install --disable-pip-version-check --no-compile -q -r $(VENV)/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check --no-compile -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name trashlib --display-name "Python (trashlib)" >/dev/null
 	touch $@
 

@@ -380,6 +380,18 @@ def test_offline_set_is_written_once_reused_and_redone_for_a_new_recipe(tiny_roo
     assert materialise_pasted(cfg.replace(seed=1)).root not in (made.root, other.root)
 
 
+def test_pasted_examples_show_both_modes_at_the_working_resolution(tiny_root):
+    from trashlib.data.pasted import materialise_pasted, pasted_examples
+
+    for mode in ("online", "offline"):
+        cfg = stream_cfg(tiny_root, copy_paste=mode, work_size=32)
+        images, masks, titles = pasted_examples(cfg, 2)
+        assert [im.shape for im in images] == [(32, 32, 3)] * 2 and [m.shape for m in masks] == [(32, 32)] * 2
+        assert len(titles) == 2
+    offline = materialise_pasted(cfg)
+    assert all(np.array_equal(m, offline[j][1]) for j, m in enumerate(masks))  # the set's own first items
+
+
 def test_offline_set_is_atomic_and_never_replaces_what_it_did_not_make(tiny_root, monkeypatch):
     from trashlib.copy_paste import Paster
     from trashlib.data.pasted import materialise_pasted, pasted_folder

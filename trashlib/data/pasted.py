@@ -120,7 +120,8 @@ def materialise_pasted(cfg, *, progress: bool = False) -> LabelMapDataset:
 
 def pasted_examples(cfg, n: int = 3) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """(images, label maps, titles) of `n` pasted training images as `cfg` trains on them, before the
-    augmentation: the first items of its offline set, or the first training images pasted as online would.
+    augmentation: the first items of its offline set, or the first training images pasted as online would,
+    both at the working resolution.
 
     Shape:
         each image (H, W, 3) uint8, each label map (H, W) uint8.
@@ -129,7 +130,7 @@ def pasted_examples(cfg, n: int = 3) -> tuple[list[np.ndarray], list[np.ndarray]
         found = materialise_pasted(cfg)
         picked = [(found.file_names[j], *found[j]) for j in range(0, min(n * cfg.cp_copies, len(found)), cfg.cp_copies)]
     else:
-        dataset, paster = TrashDataset(cfg.data_root, split=cfg.train_split), build_paster(cfg)
+        dataset, paster = TrashDataset(cfg.data_root, split=cfg.train_split), build_paster(cfg, work_size=cfg.work_size)
         picked = [(dataset.file_names[i], *paster.paste(*dataset[i], paste_rng(cfg.seed, i)))
                   for i in range(min(n, len(dataset)))]
     return [p[1] for p in picked], [p[2] for p in picked], [p[0] for p in picked]
