@@ -1,4 +1,5 @@
-"""Comparisons over seeds: mean ± spread by hand, the tie rule, records for the metrics files."""
+"""Comparisons over seeds: mean ± spread by hand, the interval rule by hand, the pairing by seed, the bootstrap
+over images, and the records for the metrics files."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from trashlib.classes import NUM_CLASSES
-from trashlib.compare import SeedResults, compare_table, variant_record, verdict
+from trashlib.compare import Contrast, SeedResults, compare_table, contrast, variant_record, verdict
 from trashlib.metrics import Scores
 
 
@@ -25,28 +26,109 @@ def test_mean_and_sample_spread_by_hand():
 
 
 @pytest.mark.parametrize("delta, spread, seeds, expected", [
-    (0.05, 0.02, 3, "gain"), (-0.05, 0.02, 3, "loss"), (0.039, 0.02, 3, "tie"), (-0.039, 0.02, 3, "tie"),
-    (0.04, 0.02, 3, "gain"), (0.0, 0.0, 3, "tie"), (0.2, 0.01, 1, "one seed")])
+    # 3 seeds of spread 0.02: SE 0.02 x sqrt(2/3) = 0.01633 on 4 degrees of freedom, t = 2.7764: ±0.04534
+    (0.046, 0.02, 3, "gain"), (-0.046, 0.02, 3, "loss"), (0.045, 0.02, 3, "tie"), (-0.045, 0.02, 3, "tie"),
+    (0.0, 0.0, 3, "tie"), (0.01, 0.0, 3, "gain"), (0.2, 0.01, 1, "one seed")])
 def test_verdict_rule(delta, spread, seeds, expected):
     assert verdict(delta, spread, seeds=seeds) == expected
+
+
+def test_interval_and_mde_by_hand():
+    # SE^2 = 1e-4 (seeds, 2 df) + 1e-4 (images): SE 0.014142; Welch-Satterthwaite df = (2e-4)^2 / (1e-4^2 / 2) = 8
+    c = Contrast(0.03, 3, var_train=1e-4, df_train=2, var_eval=1e-4)
+    assert c.se == pytest.approx(0.0141421, abs=1e-6) and c.df == pytest.approx(8.0)
+    lo, hi = c.ci  # t(0.975, 8) = 2.306004
+    assert lo == pytest.approx(0.03 - 2.306004 * 0.0141421, abs=1e-5) and hi == pytest.approx(0.03 + 0.0326116, abs=1e-5)
+    assert c.mde == pytest.approx((2.306004 + 0.888889) * 0.0141421, abs=1e-4)  # t(0.80, 8) = 0.888889
+    assert c.verdict == "tie" and c.noise == "seeds + images"
+    assert Contrast(0.04, 3, var_train=1e-4, df_train=2, var_eval=1e-4).verdict == "gain"
+    only_images = Contrast(0.03, 1, var_eval=1e-4)  # one seed: the interval of the images alone, no verdict
+    assert only_images.df == math.inf and only_images.ci[0] == pytest.approx(0.03 - 1.959964 * 0.01, abs=1e-6)
+    assert only_images.verdict == "one seed" and only_images.noise == "images"
+    rec = c.as_dict()
+    assert set(rec) == {"delta", "delta_ci", "mde", "noise", "verdict"} and rec["delta_ci"] == list(c.ci)
 
 
 def test_verdict_refuses_non_finite_numbers():
     with pytest.raises(ValueError, match="finite"):
         verdict(math.nan, 0.1)
+    with pytest.raises(ValueError, match="var_eval must be finite"):
+        Contrast(0.1, 2, var_eval=math.inf)
 
 
-def test_table_judges_each_variant_against_the_reference_with_the_larger_spread():
+def test_seeds_are_paired_by_number_and_their_spread_is_the_training_noise():
+    ref = SeedResults([scores(0.30), scores(0.40), scores(0.35)], seeds=[0, 1, 2])
+    arm = SeedResults([scores(0.37), scores(0.32), scores(0.41)], seeds=[2, 0, 1])  # +0.02, +0.01, +0.02
+    main, _ = contrast(arm, ref)
+    assert main.delta == pytest.approx(0.05 / 3) and main.noise == "seeds" and main.df_train == 2
+    assert main.var_train == pytest.approx(np.var([0.02, 0.01, 0.02], ddof=1) / 3)
+    assert main.verdict == "gain"  # paired: a spread of 0.05 between seeds does not hide a steady +0.017
+    unpaired = contrast(SeedResults(arm.scores, seeds=[5, 6, 7]), ref)[0]
+    assert unpaired.delta == pytest.approx(main.delta) and unpaired.verdict == "tie"
+
+
+def _stack(per_image: list[np.ndarray]) -> np.ndarray:
+    return np.stack(per_image).astype(np.int64)
+
+
+def _image(right: int, wrong: int) -> np.ndarray:
+    """A confusion of one image with two classes in play: `right` pixels of each right, `wrong` of class 1 as 2."""
+    c = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    c[1, 1] = c[2, 2] = right
+    c[1, 2] = wrong
+    return c
+
+
+def _results(confusions: list[np.ndarray], seeds=(0, 1)) -> SeedResults:
+    from trashlib.metrics import scores as scores_of
+    return SeedResults([scores_of(c.sum(0)) for c in confusions], seeds=list(seeds), confusions=confusions)
+
+
+def test_the_bootstrap_over_images_measures_evaluation_noise():
+    rng = np.random.default_rng(0)
+    base = [_image(100, int(w)) for w in rng.integers(0, 60, size=20)]
+    better = [_image(100, int(w)) for w in rng.integers(0, 40, size=20)]
+    ref, arm = _results([_stack(base)] * 2), _results([_stack(better)] * 2)
+    main, by_class = contrast(arm, ref, classes=["General trash", "Battery"])
+    assert main.var_train == 0 and main.var_eval > 0 and main.noise == "seeds + images"
+    assert main.delta == pytest.approx(arm.mean - ref.mean)
+    assert by_class["Battery"] is None  # empty everywhere
+    assert by_class["General trash"].delta == pytest.approx(arm.per_class_iou[1] - ref.per_class_iou[1])
+    # four copies of every image: the same scores, a quarter of the variance (the bootstrap's 1/n)
+    quad = contrast(_results([_stack(better * 4)] * 2), _results([_stack(base * 4)] * 2))[0]
+    assert quad.delta == pytest.approx(main.delta) and quad.var_eval == pytest.approx(main.var_eval / 4, rel=0.15)
+    # identical images: every resample gives the same ratio, no evaluation noise
+    flat = contrast(_results([_stack([_image(100, 30)] * 20)] * 2), _results([_stack([_image(100, 50)] * 20)] * 2))[0]
+    assert flat.var_eval == pytest.approx(0, abs=1e-15) and flat.verdict == "gain"
+
+
+def test_images_are_resampled_only_when_both_arms_scored_the_same_images():
+    base, better = _stack([_image(100, 50)] * 4 + [_image(100, 0)]), _stack([_image(100, 10)] * 5)
+    ref = _results([base, base])
+    one_missing = _results([better, better])
+    one_missing.confusions[1] = None  # a run trained before per-image confusions were recorded
+    assert contrast(one_missing, ref)[0].noise == "seeds"
+    assert contrast(_results([better[:4], better[:4]]), ref)[0].noise == "seeds"
+    named = SeedResults(_results([better, better]).scores, seeds=[0, 1], confusions=[better, better],
+                        image_names=list("abcde"))
+    assert contrast(named, SeedResults(ref.scores, seeds=[0, 1], confusions=ref.confusions,
+                                       image_names=list("abcdf")))[0].noise == "seeds"
+
+
+def test_table_judges_each_variant_by_its_interval():
     table = compare_table({
-        "none": [scores(0.30), scores(0.31), scores(0.32)],            # spread 0.01
-        "paste": [scores(0.36), scores(0.37), scores(0.38)],           # +0.06 > 2 x 0.01: gain
-        "noisy": [scores(0.25), scores(0.35), scores(0.45)],           # +0.04 < 2 x 0.10: tie
-        "worse": [scores(0.20, 0.1), scores(0.21, 0.2), scores(0.22, 0.3)],  # -0.10: loss
+        "none": [scores(0.30), scores(0.31), scores(0.32)],
+        "paste": [scores(0.36), scores(0.37), scores(0.38)],           # +0.06 on every seed: gain
+        "noisy": [scores(0.25), scores(0.35), scores(0.45)],           # +0.05 +-0.09: tie
+        "worse": [scores(0.20, 0.1), scores(0.21, 0.2), scores(0.22, 0.3)],  # -0.10 on every seed: loss
     }, reference="none", classes=["General trash"])
     assert list(table.index) == ["none", "paste", "noisy", "worse"]
     assert list(table["verdict"]) == ["reference", "gain", "tie", "loss"]
     assert table.loc["paste", "Δ vs none"] == pytest.approx(0.06)
+    assert table.loc["paste", "95% CI"] == "[+0.060, +0.060]" and table.loc["paste", "noise"] == "seeds"
+    assert table.loc["noisy", "MDE"] > 0.05 and np.isnan(table.loc["none", "MDE"])
     assert table.loc["worse", "IoU General trash"] == pytest.approx(0.2)
+    assert table.loc["worse", "Δ General trash"] == pytest.approx(-0.3)
     assert table.loc["noisy", "mean ± spread"] == "0.350 ± 0.100"
     with pytest.raises(ValueError, match="reference 'base' is not among"):
         compare_table({"none": [scores(0.3)]}, reference="base")
@@ -62,3 +144,8 @@ def test_variant_record_holds_what_the_metrics_files_promise():
     assert rec["val_mIoU_mean"] == pytest.approx(0.3) and rec["val_mIoU_std"] == pytest.approx(math.sqrt(0.02))
     assert rec["seeds"] == [0, 1] and rec["run_names"] == ["r0", "r1"] and rec["val_mIoU"] == [0.2, 0.4]
     assert len(rec["per_class_iou"]) == NUM_CLASSES and rec["per_class_iou"]["Paper"] is None
+    ref = SeedResults([scores(0.1, 0.4), scores(0.3, 0.2)], seeds=[0, 1])
+    rec = variant_record(SeedResults([scores(0.2), scores(0.4)], seeds=[0, 1]), ref, classes=["General trash", "Paper"])
+    assert rec["delta"] == pytest.approx(0.1) and rec["verdict"] == "gain" and len(rec["delta_ci"]) == 2
+    assert rec["mde"] == pytest.approx(0.0) and rec["noise"] == "seeds"
+    assert rec["per_class_delta"]["General trash"]["delta"] == pytest.approx(0.2) and rec["per_class_delta"]["Paper"] is None

@@ -291,6 +291,32 @@ def test_training_learns_above_the_background_floor(learn_root):
     assert best["mIoU"] > 2 * floor
     assert run.finished and (run.path / "environment.json").exists()
     assert set(best["per_class_iou"]) >= {"Background", "Paper"}
+    # the final evaluation's confusion per val image: what trashlib.compare resamples; it sums to the score
+    from trashlib.compare import run_scores, seed_results
+    from trashlib.data import TrashDataset
+    from trashlib.metrics import scores
+
+    recorded = run.eval_images()
+    val = TrashDataset(learn_root, "val")
+    assert recorded.step == 40 and recorded.file_names == val.file_names
+    assert scores(recorded.confusions.sum(0)).miou == pytest.approx(run_scores(run).miou, abs=1e-12)
+    assert recorded.confusions.sum() == len(val) * 64 * 64  # every pixel of every image, once
+    assert seed_results([run]).confusions[0] is not None
+
+
+def test_a_damaged_per_image_record_is_named(tiny_root):
+    from trashlib.compare import seed_results
+    from trashlib.runs import EVAL_IMAGES_FILE
+    from trashlib.training import train
+
+    torch.manual_seed(0)
+    run = train(small_cfg(tiny_root, steps=2, eval_every=None, run_name="torn-images"), model=TinySeg(), progress=False)
+    path = run.path / EVAL_IMAGES_FILE
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ValueError, match=f"{path}: not a readable per-image evaluation"):
+        seed_results([run])
+    path.unlink()  # a run from before the record: compared on its seeds alone
+    assert seed_results([run]).confusions == [None]
 
 
 def _state(run):

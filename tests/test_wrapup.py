@@ -119,3 +119,14 @@ def test_a_trunk_that_pasted_is_named_beside_04s_steps(reports):
     seed = page[page.index('id="seed-table"'):page.index('id="notebooks"')]
     assert "none -&gt; offline (from a trunk trained with cp-online-metal)" in seed
     assert "none -&gt; online rare (from a trunk trained with cp-online-metal)" in seed
+
+
+def test_a_variant_step_takes_its_notebooks_own_interval():
+    rare = _variant([0.301, 0.309, 0.306], ["g", "h", "i"])
+    m4 = {"reference": "none", "variants": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "online rare": rare}}
+    from_spread = next(s for s in collect_stages({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
+    assert from_spread.verdict == "tie" and "interval" not in from_spread.note  # the seed spreads alone
+    # 04 recorded its paired contrast (seeds paired, the val images resampled): that verdict and interval stand
+    rare.update(delta=0.0003, delta_ci=[0.0001, 0.0005], mde=0.0002, noise="seeds + images", verdict="gain")
+    paired = next(s for s in collect_stages({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
+    assert paired.verdict == "gain" and "[+0.000, +0.001], MDE 0.000 (noise: seeds + images)" in paired.note

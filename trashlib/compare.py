@@ -1,15 +1,24 @@
 """Comparisons over seeds: mean ± spread per variant, and a verdict against a reference that noise cannot fake.
 
-The one rule every comparison table of the report follows:
+The one rule every comparison of the report follows:
 - a variant's result is its val mIoU on each seed; its **spread** is the sample standard deviation
-  of those values (ddof=1; 0 with a single seed, which is then marked as having no spread);
-- a difference between two variants is judged against the larger of their two spreads: when
-  |Δ| < 2 x spread it is a **tie**, otherwise a **gain** or a **loss**;
-- a variant measured on fewer than 2 seeds gets no verdict but "one seed" (no noise estimate).
+  of those values (ddof=1; 0 with a single seed);
+- Δ, the difference from the reference, gets a **95% interval** that combines both sources of noise:
+  training noise, from the seeds (paired: an arm and its reference share each seed, so the spread of
+  the per-seed differences is the technique's own), and evaluation noise, from a paired bootstrap over
+  the val images (every arm is scored on the same images; resampling them, with the same draw for the
+  arm and the reference, shows how much the choice of images moves Δ). The two variances add; the
+  interval uses Student's t with Welch-Satterthwaite degrees of freedom, so two or three seeds widen it
+  as they should;
+- Δ is a **gain** or a **loss** when its interval excludes 0, else a **tie**, which reads "no effect
+  larger than the MDE": the **minimum detectable effect**, the true Δ the design finds 80% of the time
+  at the 5% level, (t_0.975 + t_0.80) x its standard error;
+- a variant measured on fewer than 2 seeds gets no verdict but "one seed" (no estimate of training noise).
 
-Paired designs (every variant branched from the same trunk checkpoint, seeds shared) make the spreads
-those of the technique alone, not of the initialisation. `compare_table` builds the table, `verdict`
-applies the rule, `variant_record` is what notebooks save to reports/metrics.
+`Contrast` applies the rule; `contrast` measures one from two `SeedResults`, `Contrast.from_spread`
+from a seed spread alone (the comparisons that have nothing else); `compare_table` builds the table and
+`variant_record` is what notebooks save to reports/metrics. A run records the confusion matrix of every
+val image of its final evaluation (`trashlib.training`), which is what the bootstrap resamples.
 """
 from __future__ import annotations
 
@@ -20,26 +29,35 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+
 
 from trashlib.classes import CLASS_NAMES
 from trashlib.metrics import Scores
 
-TIE_FACTOR = 2.0  # a difference under TIE_FACTOR x the spread is a tie
+LEVEL = 0.95        # the interval's coverage
+POWER = 0.80        # the chance of finding a true effect of the MDE
+BOOTSTRAP = 2000    # resamples of the val images
 
 
 @dataclass
 class SeedResults:
-    """One variant's scores, one per seed, with the run folders they came from."""
+    """One variant's scores, one per seed, with the run folders they came from and, where recorded, each
+    seed's confusion matrices per val image (`confusions[k]`: (images, classes, classes), or None)."""
 
     scores: list[Scores]
     seeds: list[int] = field(default_factory=list)
     run_names: list[str] = field(default_factory=list)
+    confusions: list[np.ndarray | None] = field(default_factory=list)
+    image_names: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.scores:
             raise ValueError("a variant needs the scores of at least one seed")
         if self.seeds and len(self.seeds) != len(self.scores):
             raise ValueError(f"{len(self.scores)} scores but {len(self.seeds)} seeds")
+        if self.confusions and len(self.confusions) != len(self.scores):
+            raise ValueError(f"{len(self.scores)} scores but {len(self.confusions)} sets of per-image confusions")
         bad = [s.miou for s in self.scores if not math.isfinite(s.miou)]
         if bad:
             raise ValueError(f"non-finite mIoU among the seeds' scores: {bad}")
@@ -60,21 +78,175 @@ class SeedResults:
     @property
     def per_class_iou(self) -> np.ndarray:
         """Mean IoU per class over seeds (NaN where a class was empty on every seed); (num_classes,)."""
-        stack = np.stack([np.asarray(s.per_class_iou, dtype=np.float64) for s in self.scores])
-        with warnings.catch_warnings():  # a class empty on every seed: NaN, without a warning
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(stack, axis=0)
+        return _nanmean(np.stack([np.asarray(s.per_class_iou, dtype=np.float64) for s in self.scores]), axis=0)
+
+
+def _nanmean(x: np.ndarray, axis) -> np.ndarray:
+    with warnings.catch_warnings():  # an all-NaN slice (a class empty everywhere) is NaN, without a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
+def _t(q: float, df: float) -> float:
+    return float(stats.norm.ppf(q) if not math.isfinite(df) else stats.t.ppf(q, df))
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Δ of a variant against its reference with the noise it was measured under, and what follows: the
+    95% interval, the minimum detectable effect and the verdict (the module's rule).
+
+    `var_train` is the variance of Δ from training (seeds) with `df_train` degrees of freedom, `var_eval`
+    its variance from the choice of val images (bootstrap); None where that source was not measured.
+    """
+
+    delta: float
+    seeds: int
+    var_train: float | None = None
+    df_train: float = math.inf
+    var_eval: float | None = None
+
+    def __post_init__(self):
+        for name in ("delta", "var_train", "var_eval"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"{name} must be finite, got {v!r}")
+            if name != "delta" and v is not None and v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v!r}")
+
+    @classmethod
+    def from_spread(cls, delta: float, spread: float, *, seeds: int = 2) -> "Contrast":
+        """Δ between two means over `seeds` seeds each whose results spread by `spread` (their sample standard
+        deviation), without pairing or per-image scores: the training noise of an unpaired difference."""
+        if not (math.isfinite(delta) and math.isfinite(spread)):
+            raise ValueError(f"delta and spread must be finite, got {delta!r}, {spread!r}")
+        if seeds < 2:
+            return cls(delta, seeds)
+        return cls(delta, seeds, var_train=2 * spread ** 2 / seeds, df_train=2 * (seeds - 1))
+
+    @property
+    def noise(self) -> str:
+        """Which sources the interval holds: "seeds + images", "seeds", "images" or "none"."""
+        return " + ".join(n for n, v in (("seeds", self.var_train), ("images", self.var_eval)) if v is not None) \
+            or "none"
+
+    @property
+    def se(self) -> float:
+        return math.sqrt((self.var_train or 0.0) + (self.var_eval or 0.0))
+
+    @property
+    def df(self) -> float:
+        """Welch-Satterthwaite degrees of freedom (the bootstrap's variance counts as known exactly)."""
+        if not self.var_train:
+            return math.inf
+        return self.se ** 4 / (self.var_train ** 2 / self.df_train)
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        half = _t(0.5 + LEVEL / 2, self.df) * self.se
+        return self.delta - half, self.delta + half
+
+    @property
+    def mde(self) -> float:
+        """The smallest true |Δ| this design detects with probability POWER at level 1 - LEVEL."""
+        return (_t(0.5 + LEVEL / 2, self.df) + _t(POWER, self.df)) * self.se
+
+    @property
+    def verdict(self) -> str:
+        if self.seeds < 2:
+            return "one seed"
+        lo, hi = self.ci
+        if self.delta == 0 or lo <= 0 <= hi:
+            return "tie"
+        return "gain" if self.delta > 0 else "loss"
+
+    def as_dict(self) -> dict:
+        """What a metrics file records: delta, delta_ci [lo, hi], mde, noise, verdict."""
+        return {"delta": self.delta, "delta_ci": list(self.ci), "mde": self.mde, "noise": self.noise,
+                "verdict": self.verdict}
 
 
 def verdict(delta: float, spread: float, *, seeds: int = 2) -> str:
-    """"gain", "loss" or "tie" for a difference `delta` whose noise is `spread` (the module's rule)."""
-    if not (math.isfinite(delta) and math.isfinite(spread)):
-        raise ValueError(f"delta and spread must be finite, got {delta!r}, {spread!r}")
-    if seeds < 2:
-        return "one seed"
-    if delta == 0 or abs(delta) < TIE_FACTOR * spread:
-        return "tie"
-    return "gain" if delta > 0 else "loss"
+    """"gain", "loss", "tie" or "one seed" for a difference `delta` of two means over `seeds` seeds whose
+    spread is `spread` (`Contrast.from_spread`: the rule, with training noise alone)."""
+    return Contrast.from_spread(delta, spread, seeds=seeds).verdict
+
+
+def _pairs(arm: SeedResults, ref: SeedResults) -> list[tuple[int, int]]:
+    """Positions (in arm, in ref) of the runs that share a seed; by position when seeds are not recorded."""
+    if arm.seeds and ref.seeds:
+        where = {s: k for k, s in enumerate(arm.seeds)}
+        return [(where[s], j) for j, s in enumerate(ref.seeds) if s in where]
+    return list(zip(range(len(arm.scores)), range(len(ref.scores))))
+
+
+def _iou(confusion: np.ndarray) -> np.ndarray:
+    """Per-class IoU of confusion matrices (..., C, C) -> (..., C), NaN where a class is empty."""
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
+    union = confusion.sum(-1) + confusion.sum(-2) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
+def _boot_variance(arm: np.ndarray, ref: np.ndarray, *, draws: int, seed: int) -> tuple[float, np.ndarray]:
+    """Variance of Δ mIoU and of each class's Δ IoU over a paired bootstrap of the images: both stacks
+    (seeds, images, C, C) are resampled with the same draws; Δ is the mean over seeds, as measured."""
+    n = arm.shape[1]
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)  # (draws, images)
+    iou_a = _iou(np.einsum("bn,snij->bsij", weights, arm.astype(np.float64)))  # (draws, seeds, C)
+    iou_r = _iou(np.einsum("bn,snij->bsij", weights, ref.astype(np.float64)))
+    d_miou = (_nanmean(iou_a, axis=-1) - _nanmean(iou_r, axis=-1)).mean(axis=1)
+    d_class = _nanmean(iou_a - iou_r, axis=1)  # (draws, C)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(d_miou.var(ddof=1)), np.nanvar(d_class, axis=0, ddof=1)
+
+
+def contrast(arm: SeedResults, ref: SeedResults, *, classes: Sequence[str] = (), draws: int = BOOTSTRAP,
+             seed: int = 0) -> tuple[Contrast, dict[str, Contrast]]:
+    """Δ val mIoU of `arm` against `ref` under both sources of noise (the module's rule), and the same for the
+    IoU of each class in `classes`.
+
+    Seeds the two share are paired: Δ is the mean of the per-seed differences and their spread is the
+    training noise (without a shared seed, the unpaired difference of the means). Where every paired run
+    recorded its per-image confusions of the same val images, a paired bootstrap over those images adds
+    the evaluation noise.
+    """
+    pairs = _pairs(arm, ref)
+    per_class = [CLASS_NAMES.index(c) for c in classes]
+    if not pairs:  # nothing shared: two independent means
+        delta, n = arm.mean - ref.mean, min(len(arm.scores), len(ref.scores))
+        var = arm.std ** 2 / len(arm.scores) + ref.std ** 2 / len(ref.scores) if n > 1 else None
+        main = Contrast(delta, n, var_train=var, df_train=max(1, len(arm.scores) + len(ref.scores) - 2))
+        class_delta = arm.per_class_iou - ref.per_class_iou
+        return main, {c: Contrast(float(class_delta[i]), n) if math.isfinite(class_delta[i]) else None
+                      for c, i in zip(classes, per_class)}
+    a, r = [p[0] for p in pairs], [p[1] for p in pairs]
+    n = len(pairs)
+    d = arm.mious[a] - ref.mious[r]
+    d_class = np.stack([np.asarray(arm.scores[i].per_class_iou, float) - np.asarray(ref.scores[j].per_class_iou, float)
+                        for i, j in pairs])  # (pairs, C)
+    var_train = float(d.var(ddof=1)) / n if n > 1 else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        var_class = np.nanvar(d_class, axis=0, ddof=1) / np.sum(np.isfinite(d_class), axis=0) if n > 1 else None
+    var_eval = var_eval_class = None
+    stacks = [arm.confusions[i] if arm.confusions else None for i in a] + \
+             [ref.confusions[j] if ref.confusions else None for j in r]
+    if all(c is not None for c in stacks) and len({c.shape for c in stacks}) == 1 \
+            and (not arm.image_names or not ref.image_names or arm.image_names == ref.image_names):
+        var_eval, var_eval_class = _boot_variance(np.stack(stacks[:n]), np.stack(stacks[n:]), draws=draws, seed=seed)
+    main = Contrast(float(d.mean()), n, var_train=var_train, df_train=n - 1, var_eval=var_eval)
+    out = {}
+    for c, i in zip(classes, per_class):
+        delta = _nanmean(d_class[:, i], axis=0)
+        finite = lambda v: None if v is None or not math.isfinite(v) else float(v)  # noqa: E731
+        out[c] = None if not math.isfinite(delta) else Contrast(
+            float(delta), int(np.isfinite(d_class[:, i]).sum()),
+            var_train=None if var_class is None else finite(var_class[i]), df_train=max(1, n - 1),
+            var_eval=None if var_eval_class is None else finite(var_eval_class[i]))
+    return main, out
 
 
 def _as_results(value) -> SeedResults:
@@ -87,11 +259,12 @@ def _as_results(value) -> SeedResults:
 
 def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, reference: str | None = None,
                   classes: Sequence[str] | None = None, decimals: int = 3) -> pd.DataFrame:
-    """One row per variant: seeds, mean ± spread of val mIoU, Δ against `reference` and the verdict.
+    """One row per variant: seeds, mean ± spread of val mIoU, Δ against `reference` with its 95% interval,
+    the MDE, the noise the interval holds and the verdict (`contrast`).
 
     `reference` (default: the first variant) is the arm the others are judged against, usually
-    "none" (the same steps from the same trunk without the technique). `classes` adds mean per-class
-    IoU columns for those class names. Rows keep the mapping's order.
+    "none" (the same steps from the same trunk without the technique). `classes` adds, per class name,
+    the mean IoU and its Δ with interval. Rows keep the mapping's order.
     """
     results = {name: _as_results(v) for name, v in variants.items()}
     if not results:
@@ -104,26 +277,39 @@ def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, ref
     for name, r in results.items():
         row = {"variant": name, "seeds": len(r.scores), "val mIoU": r.mean, "± spread": r.std,
                "mean ± spread": f"{r.mean:.{decimals}f} ± {r.std:.{decimals}f}"}
+        by_class = {}
         if name == reference:
-            row.update({"Δ vs " + reference: 0.0, "verdict": "reference"})
+            row.update({"Δ vs " + reference: 0.0, "95% CI": "", "MDE": np.nan, "noise": "", "verdict": "reference"})
         else:
-            delta = r.mean - ref.mean
-            row.update({"Δ vs " + reference: delta,
-                        "verdict": verdict(delta, max(r.std, ref.std), seeds=min(len(r.scores), len(ref.scores)))})
+            main, by_class = contrast(r, ref, classes=classes or ())
+            lo, hi = main.ci
+            row.update({"Δ vs " + reference: main.delta, "95% CI": f"[{lo:+.{decimals}f}, {hi:+.{decimals}f}]",
+                        "MDE": main.mde, "noise": main.noise, "verdict": main.verdict})
         for c in classes or ():
             row[f"IoU {c}"] = float(r.per_class_iou[CLASS_NAMES.index(c)])
+            k = by_class.get(c)
+            row[f"Δ {c}"] = np.nan if k is None else k.delta
+            row[f"Δ {c} 95% CI"] = "" if k is None or k.seeds < 1 else "[{:+.{d}f}, {:+.{d}f}]".format(*k.ci, d=decimals)
         rows.append(row)
     return pd.DataFrame(rows).set_index("variant")
 
 
-def variant_record(results: SeedResults) -> dict:
+def variant_record(results: SeedResults, reference: SeedResults | None = None, *,
+                   classes: Sequence[str] = ()) -> dict:
     """What a notebook saves per variant: {val_mIoU_mean, val_mIoU_std, val_mIoU (per seed), seeds,
-    per_class_iou (class name -> mean IoU, None where empty), run_names}."""
-    return {"val_mIoU_mean": results.mean, "val_mIoU_std": results.std,
-            "val_mIoU": [float(v) for v in results.mious], "seeds": list(results.seeds),
-            "per_class_iou": {n: (None if not math.isfinite(v) else float(v))
-                              for n, v in zip(CLASS_NAMES, results.per_class_iou)},
-            "run_names": list(results.run_names)}
+    per_class_iou (class name -> mean IoU, None where empty), run_names}; against a `reference`, also
+    delta, delta_ci, mde, noise and verdict (`Contrast.as_dict`) and per_class_delta (class -> the same
+    for each of `classes`, None where the class is empty)."""
+    record = {"val_mIoU_mean": results.mean, "val_mIoU_std": results.std,
+              "val_mIoU": [float(v) for v in results.mious], "seeds": list(results.seeds),
+              "per_class_iou": {n: (None if not math.isfinite(v) else float(v))
+                                for n, v in zip(CLASS_NAMES, results.per_class_iou)},
+              "run_names": list(results.run_names)}
+    if reference is not None and reference is not results:
+        main, by_class = contrast(results, reference, classes=classes)
+        record.update(main.as_dict())
+        record["per_class_delta"] = {c: None if k is None else k.as_dict() for c, k in by_class.items()}
+    return record
 
 
 def run_scores(run) -> Scores:
@@ -142,5 +328,10 @@ def run_scores(run) -> Scores:
 def seed_results(runs) -> SeedResults:
     """`SeedResults` of runs that differ only in their seed (scores from each run's final evaluation)."""
     runs = list(runs)
+    recorded = [r.eval_images() for r in runs]
+    names = {tuple(e.file_names) for e in recorded if e is not None}
     return SeedResults([run_scores(r) for r in runs], seeds=[r.config.seed for r in runs],
-                       run_names=[r.name for r in runs])
+                       run_names=[r.name for r in runs],
+                       confusions=[None if e is None or e.step != r.config.steps else e.confusions
+                                   for e, r in zip(recorded, runs)],
+                       image_names=list(next(iter(names))) if len(names) == 1 else [])

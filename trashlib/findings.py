@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-PHRASES = {"gain": "a gain", "loss": "a loss", "tie": "a tie: within twice the spread",
+PHRASES = {"gain": "a gain", "loss": "a loss", "tie": "a tie: its 95% interval holds 0",
            "one seed": "one seed only, so no noise estimate", "reference": "the reference", "level": "a level"}
 
 
@@ -18,12 +18,16 @@ def _num(v, fmt: str = ".3f") -> str:
 
 
 def delta_sentence(name: str, value: float, spread: float | None, delta: float | None, reference: str,
-                   verdict: str, *, seeds: int | None = None) -> str:
-    """E.g. "global threshold: 0.312 ± 0.004 val mIoU over 3 seeds, +0.006 against none: a tie: within ..."."""
+                   verdict: str, *, seeds: int | None = None, ci: str = "", mde: float | None = None) -> str:
+    """E.g. "global threshold: 0.312 ± 0.004 val mIoU over 3 seeds, +0.006 [-0.004, +0.016] against none:
+    a tie: its 95% interval holds 0, so no effect larger than 0.014 (the MDE)"."""
     spread_text = f" ± {_num(spread)}" if spread else ""
     over = f" over {seeds} seeds" if seeds and seeds > 1 else ""
-    against = f", {_num(delta, '+.3f')} against {reference}" if delta is not None and reference else ""
-    return f"{name}: {_num(value)}{spread_text} val mIoU{over}{against}: {PHRASES.get(verdict, verdict)}."
+    interval = f" {ci}" if ci else ""
+    against = f", {_num(delta, '+.3f')}{interval} against {reference}" if delta is not None and reference else ""
+    power = (f", so no effect larger than {_num(mde)} (the MDE)" if verdict == "tie" and mde is not None
+             and math.isfinite(mde) else "")
+    return f"{name}: {_num(value)}{spread_text} val mIoU{over}{against}: {PHRASES.get(verdict, verdict)}{power}."
 
 
 def table_findings(table: pd.DataFrame, *, reference: str = "none") -> list[str]:
@@ -33,11 +37,14 @@ def table_findings(table: pd.DataFrame, *, reference: str = "none") -> list[str]
     for name, row in table.iterrows():
         is_ref = name == reference
         lines.append(delta_sentence(str(name), row["val mIoU"], row["± spread"], None if is_ref else row[delta_col],
-                                    "" if is_ref else reference, row["verdict"], seeds=int(row["seeds"])))
+                                    "" if is_ref else reference, row["verdict"], seeds=int(row["seeds"]),
+                                    ci=row.get("95% CI", ""), mde=None if is_ref else row.get("MDE")))
     gains = table[table["verdict"] == "gain"]
     if len(gains):
         best = gains["val mIoU"].idxmax()
         lines.append(f"Best: {best}, {table.loc[best, delta_col]:+.3f} against {reference}, above the noise.")
     else:
-        lines.append(f"No variant beat {reference} by more than twice the spread.")
+        mdes = table["MDE"].drop(reference, errors="ignore").dropna() if "MDE" in table else pd.Series(dtype=float)
+        largest = f" (this design detects effects of {mdes.min():.3f} to {mdes.max():.3f})" if len(mdes) else ""
+        lines.append(f"No variant beat {reference} beyond the noise{largest}.")
     return lines

@@ -1,7 +1,8 @@
 """Run folders: naming, no-clobber, provenance files, and `Run`, the read side of a training run.
 
 Layout of `runs/<run-name>/`: config.yaml, environment.json (git commit and dirty flag, versions,
-device), metrics.jsonl (one JSON record per line, written as training goes), checkpoints/
+device), metrics.jsonl (one JSON record per line, written as training goes), eval-images.npz (the
+final evaluation's confusion matrix of each val image, for `trashlib.compare`), checkpoints/
 (best.safetensors and last-<step>/ holding last.safetensors + last_state.json, see trashlib.checkpoint)
 and finished.json once training completed. A folder without config.yaml is not a run: training never
 writes into (or clears) one that holds anything else.
@@ -18,20 +19,24 @@ import re
 import subprocess
 import unicodedata
 import warnings
+import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 
 from trashlib import checkpoint, paths
 from trashlib.checkpoint import load_weights
 from trashlib.config import TrainConfig
-from trashlib.io import check_output_place, read_json
+from trashlib.io import atomic_open, check_output_place, read_json
 from trashlib.models import build_model
 
 CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE = "config.yaml", "metrics.jsonl", "finished.json", "environment.json"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE)
+EVAL_IMAGES_FILE = "eval-images.npz"  # the final evaluation's confusion matrix per val image
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE, EVAL_IMAGES_FILE)
 # atomic_open's temporaries of the files above: `.<name>.XXXXXXXX.tmp`
 _TEMPORARY = re.compile(r"\.(" + "|".join(re.escape(n) for n in RUN_FILES) + r")\.[a-z0-9_]{8}\.tmp")
 
@@ -176,6 +181,40 @@ def environment(device: str, *, precision: str = "no") -> dict:
     return env
 
 
+class EvalImages(NamedTuple):
+    """The per-image record of one evaluation: its step, the val images' file names, and their confusion
+    matrices (images, classes, classes) int64."""
+
+    step: int
+    file_names: list[str]
+    confusions: np.ndarray
+
+
+def save_eval_images(path: str | os.PathLike, step: int, file_names, confusions: np.ndarray) -> None:
+    """Write an `EvalImages` record as .npz (no pickles), atomically."""
+    confusions = np.asarray(confusions)
+    if confusions.ndim != 3 or confusions.shape[1] != confusions.shape[2] or len(file_names) != len(confusions):
+        raise ValueError(f"{path}: {len(file_names)} images but confusions of shape {confusions.shape}")
+    with atomic_open(path, "wb") as f:
+        np.savez(f, step=np.int64(step), file_names=np.array(list(file_names), dtype=str),
+                 confusions=confusions.astype(np.int64))
+
+
+def read_eval_images(path: str | os.PathLike) -> EvalImages:
+    """An `EvalImages` record written by `save_eval_images`; ValueError naming the file when it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            step, names, conf = int(z["step"]), [str(n) for n in z["file_names"]], z["confusions"]
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable per-image evaluation ({e}); delete it and run the "
+                         "training again with --force to record it") from None
+    if (conf.ndim != 3 or conf.shape[1] != conf.shape[2] or len(names) != len(conf)
+            or not np.issubdtype(conf.dtype, np.integer) or (conf < 0).any()):
+        raise ValueError(f"{path}: confusions of shape {conf.shape} and dtype {conf.dtype} for {len(names)} images: "
+                         "damaged; delete it and run the training again with --force to record it")
+    return EvalImages(step, names, conf.astype(np.int64, copy=False))
+
+
 class Run:
     """A training run folder: config, metrics, checkpoints, model loading."""
 
@@ -221,6 +260,12 @@ class Run:
             records = [{**{k: v for k, v in r.items() if k != "per_class_iou"},
                         **{f"IoU {c}": v for c, v in (r.get("per_class_iou") or {}).items()}} for r in records]
         return pd.DataFrame.from_records(records)
+
+    def eval_images(self) -> EvalImages | None:
+        """The final evaluation's confusion matrix per val image (None for a run that did not record it:
+        trained before it was recorded, or without a val split)."""
+        path = self.path / EVAL_IMAGES_FILE
+        return read_eval_images(path) if path.is_file() else None
 
     def best_metrics(self, metric: str = "mIoU") -> dict | None:
         """The evaluation record with the highest `metric` (None before any evaluation)."""

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from trashlib.classes import CLASS_NAMES
-from trashlib.compare import TIE_FACTOR, verdict
+from trashlib.compare import Contrast, verdict
 from trashlib.crf import CRFParams, crf_preset
 from trashlib.data import resolve_data_root
 from trashlib.evaluation import Evaluation, evaluate_index
@@ -135,7 +135,8 @@ def _scores(value) -> Scores:
 # -- the stage table -------------------------------------------------------------------------------
 def stage_table(stages: dict, built_on: dict, *, spread: float, seeds: int) -> pd.DataFrame:
     """One row per stage, in order: val mIoU, the stage it builds on, Δ against it, Δ against the first
-    stage, and the verdict of `compare.verdict` with the noise `spread` measured over `seeds` seeds.
+    stage, and its 95% interval, MDE and verdict under the noise `spread` measured over `seeds` seeds
+    (`compare.Contrast.from_spread`).
 
     `stages` maps stage names to `Stage`s (or `metrics.Scores`); `built_on` maps a stage to the stage
     it changes (None or absent: a reference, normally the first).
@@ -153,10 +154,15 @@ def stage_table(stages: dict, built_on: dict, *, spread: float, seeds: int) -> p
         if base is not None and base not in scores:
             raise ValueError(f"stage {name!r} builds on {base!r}, which is not a stage: {', '.join(scores)}")
         delta = np.nan if base is None else s.miou - scores[base].miou
+        judged = None if base is None else Contrast.from_spread(delta, spread, seeds=seeds)
         rows.append({"stage": name, "val mIoU": s.miou, "built on": base or "-", "Δ": delta,
+                     "95% CI": "" if judged is None or seeds < 2 else "[{:+.4f}, {:+.4f}]".format(*judged.ci),
+                     "MDE": np.nan if judged is None or seeds < 2 else judged.mde,
                      f"Δ vs {first}": s.miou - scores[first].miou,
-                     "verdict": "reference" if base is None else verdict(delta, spread, seeds=seeds)})
-    return pd.DataFrame(rows).set_index("stage")
+                     "verdict": "reference" if judged is None else judged.verdict})
+    table = pd.DataFrame(rows).set_index("stage")
+    table.attrs["seeds"] = seeds
+    return table
 
 
 def class_deltas(stages: dict, built_on: dict) -> pd.DataFrame:
@@ -181,15 +187,18 @@ def crf_changes(before, after, *, n: int = 2) -> tuple[list[str], list[str]]:
 
 def plot_stages(table: pd.DataFrame, *, mean: float | None = None, spread: float = 0.0, title: str = ""):
     """Bars of val mIoU per stage coloured by verdict (each against the stage it builds on); the first
-    stage's seed mean ± spread as a dot with whiskers, and a band of ± TIE_FACTOR x spread around the
-    first stage (a stage inside it is within noise of the first)."""
+    stage's seed mean ± spread as a dot with whiskers, and the band of a tie around the first stage (the 95%
+    interval of a difference under that seed noise, `compare.Contrast.from_spread`: a stage inside it is
+    within noise of the first)."""
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(table)), 3.8))
     x = np.arange(len(table))
     ax.bar(x, table["val mIoU"], color=[VERDICT_COLOURS.get(v, "tab:blue") for v in table["verdict"]])
     first = table["val mIoU"].iloc[0]
-    if spread > 0:
-        ax.axhspan(first - TIE_FACTOR * spread, first + TIE_FACTOR * spread, color="0.85", zorder=0,
-                   label=f"{table.index[0]} ± {TIE_FACTOR:g} x seed spread")
+    seeds = int(table.attrs.get("seeds", 2))
+    if spread > 0 and seeds > 1:
+        half = Contrast.from_spread(0.0, spread, seeds=seeds).ci[1]
+        ax.axhspan(first - half, first + half, color="0.85", zorder=0,
+                   label=f"{table.index[0]} ± 95% interval of a difference ({seeds} seeds)")
     if mean is not None:
         ax.errorbar([0], [mean], yerr=[spread], fmt="o", color="black", capsize=4, label="seeds: mean ± spread")
     for xi, (v, verdict_) in enumerate(zip(table["val mIoU"], table["verdict"])):
@@ -233,8 +242,10 @@ def best_ensemble(stages: dict) -> dict | None:
 def lessons(table: pd.DataFrame, *, spread: float, seeds: int) -> list[str]:
     """The closing sentences, written from the numbers: each stage's change and verdict, the noise, the winner."""
     first = table.index[0]
-    out = [f"Noise: the spread over {seeds} seeds is {spread:.4f}, so a change under {TIE_FACTOR * spread:.4f} "
-           "is a tie." if seeds > 1 else
+    noise = Contrast.from_spread(0.0, spread, seeds=seeds)
+    out = [f"Noise: the spread over {seeds} seeds is {spread:.4f}, so a change within ±{noise.ci[1]:.4f} is a tie "
+           f"(the 95% interval of a difference), and the smallest change this design detects is {noise.mde:.4f}."
+           if seeds > 1 else
            "Noise: only one seed of the best single run, so no change can be called a gain or a loss here."]
     for name, row in table.iloc[1:].iterrows():
         word = {"gain": "a gain", "loss": "a loss", "tie": "a tie (within noise)"}.get(row["verdict"],

@@ -5,8 +5,10 @@ Stages, in order: baseline (02) -> best backbone (03) -> copy-paste (04) -> ense
 on its own: the baseline, the first 05 stage, the submission) or a **step** against its own paired
 reference: 03's best model against the baseline row of its table, 04 and 06's best variant against
 their "none" arm, each 05 stage against the one before. A step's verdict follows `trashlib.compare`:
-a tie below twice the spread. Where a step has no spread of its own (single-seed models, 05's
-deterministic post-processing), 02's seed spread stands in as the noise, and the stage says so.
+a tie when its 95% interval holds 0; 04 and 06 record their own (seeds paired, the val images
+resampled), with the interval and MDE; otherwise the interval comes from the seed spreads. Where a
+step has no spread of its own (single-seed models, 05's deterministic post-processing), 02's seed
+spread stands in as the noise, and the stage says so.
 A notebook without metrics gives a stage marked "not run"; one whose metrics do not have the
 expected keys gives "unreadable" with the file and the missing key.
 """
@@ -125,7 +127,14 @@ def _variants(m: dict, name: str, notebook: str) -> Stage:
     stage = Stage(name, notebook, best, v["val_mIoU_mean"], _num(v.get("val_mIoU_std")), len(v.get("seeds") or []) or 1,
                   runs=list(v.get("run_names") or []), per_class_iou=v.get("per_class_iou"))
     stage.seeds = min(stage.seeds, len(variants[ref].get("seeds") or []) or 1)
-    return _step(stage, ref, variants[ref].get("val_mIoU_mean"), variants[ref].get("val_mIoU_std"), None)
+    _step(stage, ref, variants[ref].get("val_mIoU_mean"), variants[ref].get("val_mIoU_std"), None)
+    ci, mde = v.get("delta_ci"), _num(v.get("mde"))
+    if v.get("verdict") in ("gain", "loss", "tie", "one seed") and stage.delta is not None and isinstance(ci, list) \
+            and len(ci) == 2 and all(_num(x) is not None for x in ci) and mde is not None:
+        # the notebook's own contrast: seeds paired, and the val images' noise where it was recorded
+        stage.verdict = v["verdict"]
+        stage.note = f"95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}], MDE {mde:.3f} (noise: {v.get('noise', 'seeds')})"
+    return stage
 
 
 def _ensemble_stages(m: dict, noise) -> list[Stage]:

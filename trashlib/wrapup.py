@@ -157,8 +157,9 @@ def _findings(stages, claims) -> str:
     out = "".join(f"<h3>{k}</h3><ul>{''.join(f'<li>{_e(t)}</li>' for t in v)}</ul>" for k, v in groups.items() if v)
     if claims:
         out += "<h3>The seed's claims, re-tested</h3><ul>" + "".join(f"<li>{_e(c)}</li>" for c in claims) + "</ul>"
-    return out + ("<p class='muted'>The rule (trashlib.compare.verdict): a difference below twice the larger spread "
-                  "over seeds is a tie; a step without a spread of its own is judged against 02's seed spread.</p>")
+    return out + ("<p class='muted'>The rule (trashlib.compare): a difference is a gain or a loss only when its 95% "
+                  "interval excludes 0, else a tie, and the MDE is the smallest effect the design detects; a step "
+                  "without a spread of its own is judged against 02's seed spread.</p>")
 
 
 def _notebooks(records, metrics, reports: Path, unreadable: dict) -> str:
@@ -219,7 +220,7 @@ def build_page(records: list[dict], *, profile: str, reports_dir: Path | None = 
 (gains, losses, ties), not the levels.</p>
 <h2 id="waterfall">The waterfall: val mIoU through the stages</h2>
 <p>Blue bars are levels; a step floats from its paired reference (dotted line) to its value: green a gain,
-red a loss, grey a tie within twice the spread. Error bars are the spread over seeds. The axis does not start at 0.</p>
+red a loss, grey a tie (its 95% interval holds 0). Error bars are the spread over seeds. The axis does not start at 0.</p>
 <img src="{waterfall}" alt="waterfall of val mIoU through the stages">
 {_stage_table(stages, reports)}
 {f'<h3>Per-class IoU through the stages</h3><img src="{heat}" alt="per-class IoU by stage">' if heat else ''}

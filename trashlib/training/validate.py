@@ -15,15 +15,18 @@ import torch
 from trashlib.batching import images_to_tensor, same_size_groups
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.inference import TTA, predict_tta
-from trashlib.metrics import ConfusionMeter, Scores, scores
+from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, scores
 
 
 @torch.no_grad()
 def validate(model, loader, *, device="cpu", num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
-             autocast=contextlib.nullcontext, reduce=None, work_size: int | None = None) -> Scores:
+             autocast=contextlib.nullcontext, reduce=None, work_size: int | None = None,
+             per_image: np.ndarray | None = None) -> Scores:
     """Competition scores of `model` over the (index, image, mask) batches of `loader`.
 
-    `reduce` (e.g. a sum over processes) is applied to the confusion matrix before scoring.
+    `reduce` (e.g. a sum over processes) is applied to the confusion matrix before scoring. `per_image`,
+    an (images, classes, classes) array, receives each image's confusion matrix at its index (what
+    `trashlib.compare` resamples); their sum is the split's.
     """
     tta = TTA(size=work_size)
     was_training = model.training
@@ -36,7 +39,12 @@ def validate(model, loader, *, device="cpu", num_classes: int = NUM_CLASSES, ign
                 with autocast():
                     probs = predict_tta(model, x, tta) if work_size else model.predict_proba(x)
                 pred = probs.argmax(1).to("cpu", torch.uint8).numpy()
-                meter.update(pred, np.stack([g[2] for g in group]))
+                if per_image is None:
+                    meter.update(pred, np.stack([g[2] for g in group]))
+                    continue
+                for (index, _, mask), p in zip(group, pred):
+                    per_image[index] = confusion_matrix(p, mask, num_classes=num_classes, ignore_index=ignore_index)
+                    meter.confusion += per_image[index]
     finally:
         model.train(was_training)
     confusion = meter.confusion if reduce is None else reduce(meter.confusion)
