@@ -38,7 +38,8 @@ def test_interval_and_mde_by_hand():
     c = Contrast(0.03, 3, var_train=1e-4, df_train=2, var_eval=1e-4)
     assert c.se == pytest.approx(0.0141421, abs=1e-6) and c.df == pytest.approx(8.0)
     lo, hi = c.ci  # t(0.975, 8) = 2.306004
-    assert lo == pytest.approx(0.03 - 2.306004 * 0.0141421, abs=1e-5) and hi == pytest.approx(0.03 + 0.0326116, abs=1e-5)
+    assert lo == pytest.approx(0.03 - 2.306004 * 0.0141421, abs=1e-5)
+    assert hi == pytest.approx(0.03 + 0.0326116, abs=1e-5)
     assert c.mde == pytest.approx((2.306004 + 0.888889) * 0.0141421, abs=1e-4)  # t(0.80, 8) = 0.888889
     assert c.verdict == "tie" and c.noise == "seeds + images"
     assert Contrast(0.04, 3, var_train=1e-4, df_train=2, var_eval=1e-4).verdict == "gain"
@@ -130,6 +131,9 @@ def test_table_judges_each_variant_by_its_interval():
     assert table.loc["worse", "IoU General trash"] == pytest.approx(0.2)
     assert table.loc["worse", "Δ General trash"] == pytest.approx(-0.3)
     assert table.loc["noisy", "mean ± spread"] == "0.350 ± 0.100"
+    single = compare_table({"none": [scores(0.3)], "paste": [scores(0.4)]})  # no noise measured: no interval
+    assert single.loc["paste", "verdict"] == "one seed" and single.loc["paste", "95% CI"] == ""
+    assert np.isnan(single.loc["paste", "MDE"]) and single.loc["paste", "noise"] == "none"
     with pytest.raises(ValueError, match="reference 'base' is not among"):
         compare_table({"none": [scores(0.3)]}, reference="base")
 
@@ -148,4 +152,5 @@ def test_variant_record_holds_what_the_metrics_files_promise():
     rec = variant_record(SeedResults([scores(0.2), scores(0.4)], seeds=[0, 1]), ref, classes=["General trash", "Paper"])
     assert rec["delta"] == pytest.approx(0.1) and rec["verdict"] == "gain" and len(rec["delta_ci"]) == 2
     assert rec["mde"] == pytest.approx(0.0) and rec["noise"] == "seeds"
-    assert rec["per_class_delta"]["General trash"]["delta"] == pytest.approx(0.2) and rec["per_class_delta"]["Paper"] is None
+    assert rec["per_class_delta"]["General trash"]["delta"] == pytest.approx(0.2)
+    assert rec["per_class_delta"]["Paper"] is None

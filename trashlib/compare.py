@@ -191,11 +191,15 @@ def _iou(confusion: np.ndarray) -> np.ndarray:
 def _boot_variance(arm: np.ndarray, ref: np.ndarray, *, draws: int, seed: int) -> tuple[float, np.ndarray]:
     """Variance of Δ mIoU and of each class's Δ IoU over a paired bootstrap of the images: both stacks
     (seeds, images, C, C) are resampled with the same draws; Δ is the mean over seeds, as measured."""
-    n = arm.shape[1]
+    seeds, n, c = arm.shape[:3]
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)  # (draws, images)
-    iou_a = _iou(np.einsum("bn,snij->bsij", weights, arm.astype(np.float64)))  # (draws, seeds, C)
-    iou_r = _iou(np.einsum("bn,snij->bsij", weights, ref.astype(np.float64)))
+
+    def resampled(stack: np.ndarray) -> np.ndarray:  # (draws, seeds, C, C): one matrix product per seed
+        flat = weights @ stack.astype(np.float64).reshape(seeds, n, c * c)  # (seeds, draws, C*C)
+        return flat.transpose(1, 0, 2).reshape(draws, seeds, c, c)
+
+    iou_a, iou_r = _iou(resampled(arm)), _iou(resampled(ref))  # (draws, seeds, C)
     d_miou = (_nanmean(iou_a, axis=-1) - _nanmean(iou_r, axis=-1)).mean(axis=1)
     d_class = _nanmean(iou_a - iou_r, axis=1)  # (draws, C)
     with warnings.catch_warnings():
@@ -283,13 +287,16 @@ def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, ref
         else:
             main, by_class = contrast(r, ref, classes=classes or ())
             lo, hi = main.ci
-            row.update({"Δ vs " + reference: main.delta, "95% CI": f"[{lo:+.{decimals}f}, {hi:+.{decimals}f}]",
-                        "MDE": main.mde, "noise": main.noise, "verdict": main.verdict})
+            measured = main.noise != "none"  # one seed each and no per-image record: no interval to give
+            row.update({"Δ vs " + reference: main.delta,
+                        "95% CI": f"[{lo:+.{decimals}f}, {hi:+.{decimals}f}]" if measured else "",
+                        "MDE": main.mde if measured else np.nan, "noise": main.noise, "verdict": main.verdict})
         for c in classes or ():
             row[f"IoU {c}"] = float(r.per_class_iou[CLASS_NAMES.index(c)])
             k = by_class.get(c)
             row[f"Δ {c}"] = np.nan if k is None else k.delta
-            row[f"Δ {c} 95% CI"] = "" if k is None or k.seeds < 1 else "[{:+.{d}f}, {:+.{d}f}]".format(*k.ci, d=decimals)
+            shown = k is not None and k.noise != "none"
+            row[f"Δ {c} 95% CI"] = "[{:+.{d}f}, {:+.{d}f}]".format(*k.ci, d=decimals) if shown else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("variant")
 
