@@ -31,9 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-
 from trashlib.classes import CLASS_NAMES
-from trashlib.metrics import Scores
+from trashlib.metrics import Scores, class_iou
 
 LEVEL = 0.95        # the interval's coverage
 POWER = 0.80        # the chance of finding a true effect of the MDE
@@ -180,14 +179,6 @@ def _pairs(arm: SeedResults, ref: SeedResults) -> list[tuple[int, int]]:
     return list(zip(range(len(arm.scores)), range(len(ref.scores))))
 
 
-def _iou(confusion: np.ndarray) -> np.ndarray:
-    """Per-class IoU of confusion matrices (..., C, C) -> (..., C), NaN where a class is empty."""
-    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
-    union = confusion.sum(-1) + confusion.sum(-2) - tp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
-
-
 def _boot_variance(arm: np.ndarray, ref: np.ndarray, *, draws: int, seed: int) -> tuple[float, np.ndarray]:
     """Variance of Δ mIoU and of each class's Δ IoU over a paired bootstrap of the images: both stacks
     (seeds, images, C, C) are resampled with the same draws; Δ is the mean over seeds, as measured."""
@@ -199,7 +190,7 @@ def _boot_variance(arm: np.ndarray, ref: np.ndarray, *, draws: int, seed: int) -
         flat = weights @ stack.astype(np.float64).reshape(seeds, n, c * c)  # (seeds, draws, C*C)
         return flat.transpose(1, 0, 2).reshape(draws, seeds, c, c)
 
-    iou_a, iou_r = _iou(resampled(arm)), _iou(resampled(ref))  # (draws, seeds, C)
+    iou_a, iou_r = class_iou(resampled(arm)), class_iou(resampled(ref))  # (draws, seeds, C)
     d_miou = (_nanmean(iou_a, axis=-1) - _nanmean(iou_r, axis=-1)).mean(axis=1)
     d_class = _nanmean(iou_a - iou_r, axis=1)  # (draws, C)
     with warnings.catch_warnings():

@@ -50,17 +50,19 @@ def confusion_matrix(pred, target, *, num_classes: int = NUM_CLASSES, ignore_ind
     return counts.reshape(num_classes, num_classes)
 
 
-def _iou(confusion: np.ndarray) -> np.ndarray:
+def class_iou(confusion: np.ndarray) -> np.ndarray:
+    """IoU per class of a confusion matrix, or of a stack of them: (..., C, C) -> (..., C); NaN where a
+    class is neither in the ground truth nor predicted."""
     confusion = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(confusion)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
+    union = confusion.sum(axis=-2) + confusion.sum(axis=-1) - tp
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
 
 
 def miou(confusion: np.ndarray) -> tuple[float, np.ndarray]:
     """(mean IoU, per-class IoU) from an accumulated confusion matrix; NaN marks empty classes."""
-    iou = _iou(confusion)
+    iou = class_iou(confusion)
     mean = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
     return mean, iou
 
@@ -85,7 +87,7 @@ def frequency_weighted_iou(confusion: np.ndarray) -> float:
     """IoU per class weighted by the class's share of ground-truth pixels."""
     confusion = np.asarray(confusion, dtype=np.float64)
     freq = confusion.sum(axis=1) / max(confusion.sum(), 1)
-    iou = _iou(confusion)
+    iou = class_iou(confusion)
     present = freq > 0
     return float((freq[present] * np.nan_to_num(iou[present])).sum())
 

@@ -338,14 +338,15 @@ class _Evaluator:
     def __call__(self, step: int) -> None:
         acc, cfg = self.accelerator, self.cfg
         loader = item_loader(self.dataset, self.indices, batch_size=cfg.batch_size, workers=min(cfg.workers, 2))
-        per_image = np.zeros((self.n, self.raw.num_classes, self.raw.num_classes), np.int64)
+        final = step == cfg.steps  # its images' confusions are kept, for the paired comparisons (trashlib.compare)
+        per_image = np.zeros((self.n, self.raw.num_classes, self.raw.num_classes), np.int64) if final else None
         scores = validate(self.raw, loader, device=acc.device, num_classes=self.raw.num_classes,
                           autocast=acc.autocast, reduce=self._reduce, work_size=cfg.work_size, per_image=per_image)
-        if step == cfg.steps:  # the final evaluation's images, for the paired comparisons (trashlib.compare)
+        if final:
             per_image = self._reduce(per_image)
             if acc.is_main_process:
                 runs.save_eval_images(self.ckpt_dir.parent / runs.EVAL_IMAGES_FILE, step,
-                                 self.dataset.file_names[:self.n], per_image)
+                                      self.dataset.file_names[:self.n], per_image)
         record = {"kind": "eval", "step": step, "split": cfg.val_split, "images": self.n, **scores.as_dict(),
                   "time": self.state["elapsed"]}
         if np.isfinite(scores.miou) and (self.state["best_miou"] is None or scores.miou > self.state["best_miou"]):
