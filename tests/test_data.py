@@ -142,6 +142,21 @@ def test_cache_invalidated_when_json_changes(tiny_copy, count_rasterize):
     np.testing.assert_array_equal(new, np.where(old == first_cat, new_cat, old))  # same shapes, new label
 
 
+def test_a_file_read_again_is_parsed_once_and_a_changed_one_again(tiny_copy, monkeypatch):
+    from trashlib.data import coco
+
+    parsed = []
+    parse = coco._parse
+    monkeypatch.setattr(coco, "_parse", lambda raw, name: parsed.append(name) or parse(raw, name))
+    monkeypatch.setattr(coco, "_PARSED", {})
+    first = TrashDataset(tiny_copy, "train")
+    again = TrashDataset(tiny_copy, "train")
+    assert len(parsed) == 1 and again.image_infos is first.image_infos
+    _edit_json(tiny_copy / "train.json", lambda c: c.update(info={"changed": True}))  # new bytes, same dataset
+    changed = TrashDataset(tiny_copy, "train")
+    assert len(parsed) == 2 and changed.sha1 != first.sha1
+
+
 def test_splits_sharing_images_agree(tiny_root):
     train, train_all = TrashDataset(tiny_root, "train"), TrashDataset(tiny_root, "train_all")
     by_name = {name: i for i, name in enumerate(train_all.file_names)}

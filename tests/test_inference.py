@@ -45,6 +45,20 @@ class Column(SegmentationModel):
 
 
 # -- storage ---------------------------------------------------------------------------------------
+def test_quantize_gives_the_units_to_the_largest_remainders_lower_class_first_on_ties():
+    rng = np.random.default_rng(0)
+    p = rng.integers(0, 4, (6, 9, 7)).astype(np.float32) + rng.random((6, 9, 7)) * (rng.random((6, 9, 7)) < 0.3)
+    p /= p.sum(0)  # many pixels whose remainders tie exactly
+    q = quantize_probs(p)
+    for y, x in np.ndindex(9, 7):
+        scaled = np.clip(p[:, y, x], 0, 1).astype(np.float32) * np.float32(255)
+        want = np.floor(scaled)
+        order = sorted(range(6), key=lambda c: (-(scaled[c] - want[c]), c))
+        for c in order[:int(round(255 - want.sum()))]:
+            want[c] += 1
+        assert q[:, y, x].tolist() == want.astype(int).tolist()
+
+
 def test_quantize_by_hand():
     p = np.array([0.5, 0.3, 0.2]).reshape(3, 1, 1)
     # 127.5, 76.5, 51 floor to 127, 76, 51 (sum 254): the one missing unit goes to the first largest remainder

@@ -151,6 +151,30 @@ def test_cdb_weights_by_hand():
     assert cdb_weights([0.2, 0.6], tau=2.0) == pytest.approx(np.array([0.64, 0.16]) / 0.4)
 
 
+def test_validate_labels_each_pixel_with_the_first_most_probable_class():
+    from trashlib.batching import images_to_tensor
+    from trashlib.metrics import confusion_matrix, scores
+    from trashlib.training.validate import validate
+
+    class Fixed(TinySeg):  # per-pixel probabilities with many exact ties between classes
+        @torch.no_grad()
+        def predict_proba(self, images):
+            v = (images[:, 0] * 255).round().long()
+            p = torch.stack([(v * (c + 1)) % 3 for c in range(self.num_classes)], 1).float() + 1
+            return p / p.sum(1, keepdim=True)
+
+    model = Fixed()
+    rng = np.random.default_rng(0)
+    items = [(i, rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), rng.integers(0, 11, (16, 16), dtype=np.uint8))
+             for i in range(3)]
+    per_image = np.zeros((3, 11, 11), np.int64)
+    got = validate(model, [items[:2], items[2:]], per_image=per_image)
+    for i, image, mask in items:
+        want = model.predict_proba(images_to_tensor([image], "cpu")).argmax(1)[0].numpy().astype(np.uint8)
+        assert (per_image[i] == confusion_matrix(want, mask, num_classes=11)).all()
+    assert got.miou == scores(per_image.sum(0)).miou
+
+
 # -- data order and augmentation -------------------------------------------------------------------
 def test_data_order_is_a_function_of_seed_and_position(tiny_root):
     from trashlib.data import TrashDataset

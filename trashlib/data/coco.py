@@ -72,21 +72,28 @@ class CocoFile:
         return by_image
 
 
-def load_json(path: str | Path, *, name: str | None = None) -> tuple[object, str]:
-    """The parsed JSON and the sha1 of its bytes; DatasetError (with line/column) when unreadable."""
-    path = Path(path)
-    name = name or str(path)
+def _read(path: Path, name: str) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise DatasetError([Problem(name, None, f"cannot read file: {e.strerror or e}")]) from None
+
+
+def _parse(raw: bytes, name: str):
     try:
-        data = parse_json(raw, name)
+        return parse_json(raw, name)
     except ValueError as e:
         raise DatasetError([Problem(name, None, str(e).removeprefix(f"{name}: "))]) from None
     except RecursionError:
         raise DatasetError([Problem(name, None, "JSON nested too deeply to read")]) from None
-    return data, hashlib.sha1(raw).hexdigest()
+
+
+def load_json(path: str | Path, *, name: str | None = None) -> tuple[object, str]:
+    """The parsed JSON and the sha1 of its bytes; DatasetError (with line/column) when unreadable."""
+    path = Path(path)
+    name = name or str(path)
+    raw = _read(path, name)
+    return _parse(raw, name), hashlib.sha1(raw).hexdigest()
 
 
 def _missing(entry: dict, keys: tuple[str, ...]) -> str | None:
@@ -228,16 +235,27 @@ def validate_coco(data, *, file: str, annotated: bool = True) -> list[Problem]:
 
 
 def load_coco(path: str | Path, *, annotated: bool = True, name: str | None = None) -> CocoFile:
-    """Read and validate a COCO file; DatasetError listing the fatal faults, others kept as warnings."""
+    """Read and validate a COCO file; DatasetError listing the fatal faults, others kept as warnings.
+
+    The parsed content of the last few valid files is kept by the sha1 of their bytes and shared by every
+    reader in the process: treat a CocoFile's lists and dicts as read-only.
+    """
     path = Path(path)
-    data, sha1 = load_json(path, name=name)
-    key = (sha1, name or str(path), annotated)
+    name = name or str(path)
+    raw = _read(path, name)
+    sha1 = hashlib.sha1(raw).hexdigest()
+    data = _PARSED.get(sha1)
+    if data is None:
+        data = _parse(raw, name)
+    key = (sha1, name, annotated)
     if (warnings := _VALID.get(key)) is None:
-        problems = validate_coco(data, file=key[1], annotated=annotated)
+        problems = validate_coco(data, file=name, annotated=annotated)
         fatal = [p for p in problems if p.fatal]
         if fatal:
             raise DatasetError(fatal)
         warnings = remember(_VALID, key, [p for p in problems if not p.fatal], keep=_KEEP_VALID)
+    if sha1 not in _PARSED:
+        remember(_PARSED, sha1, data, keep=_KEEP_PARSED)
     return CocoFile(path, sha1, data["images"], data["categories"], data.get("annotations"), list(warnings))
 
 
@@ -245,3 +263,9 @@ def load_coco(path: str | Path, *, annotated: bool = True, name: str | None = No
 # pure function of these, and it costs seconds on a real-sized train file, which notebooks load once per run.
 _VALID: dict[tuple, list[Problem]] = {}
 _KEEP_VALID = 32
+# The parsed content of the last files that passed, by the sha1 of their bytes: a training run opens its
+# train and val files several times (datasets, donors, checks), and parsing the embedded train.json (5 MB)
+# took 0.15 s each time; reading and hashing it takes a tenth of that. Bounded: a real train file parses to
+# hundreds of MB of Python objects.
+_PARSED: dict[str, object] = {}
+_KEEP_PARSED = 3
