@@ -154,3 +154,23 @@ def test_variant_record_holds_what_the_metrics_files_promise():
     assert rec["mde"] == pytest.approx(0.0) and rec["noise"] == "seeds"
     assert rec["per_class_delta"]["General trash"]["delta"] == pytest.approx(0.2)
     assert rec["per_class_delta"]["Paper"] is None
+
+
+def test_small_object_recall_is_each_seeds_share_found_averaged_and_shown_where_recorded():
+    def objects(found, there):  # two images, all objects of class 1
+        return np.array([[[0, found[0]] + [0] * 9, [0, there[0]] + [0] * 9],
+                         [[0, found[1]] + [0] * 9, [0, there[1]] + [0] * 9]])
+
+    arm = SeedResults([scores(0.3), scores(0.3)], seeds=[0, 1],
+                      objects=[objects((1, 2), (2, 2)), objects((0, 1), (2, 2))])  # 3 of 4, then 1 of 4
+    assert arm.small_object_recall == pytest.approx(0.5)
+    ref = SeedResults([scores(0.3), scores(0.3)], seeds=[0, 1])  # recorded before the counts were kept
+    assert ref.small_object_recall is None
+    table = compare_table({"none": ref, "paste": arm})
+    assert np.isnan(table.loc["none", "small-object recall"])
+    assert table.loc["paste", "small-object recall"] == pytest.approx(0.5)
+    assert "small-object recall" not in compare_table({"none": ref, "again": ref}).columns
+    assert variant_record(arm, ref)["small_object_recall"] == pytest.approx(0.5)
+    assert variant_record(ref)["small_object_recall"] is None
+    with pytest.raises(ValueError, match="2 scores but 1 sets of per-image small objects"):
+        SeedResults(arm.scores, objects=arm.objects[:1])

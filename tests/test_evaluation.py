@@ -64,3 +64,21 @@ def test_steps_to_reach_extrapolates_a_log_linear_curve_by_hand():
     assert steps_to_reach(steps, miou, 0.15) == 400  # already reached: the first evaluation at the target
     assert math.isnan(steps_to_reach(steps[:2], miou[:2], 0.3))  # too few points to extrapolate
     assert math.isnan(steps_to_reach(steps, [0.2, 0.19, 0.18, 0.17], 0.3))  # not rising
+
+
+def test_an_index_is_scored_with_the_share_of_small_objects_it_finds(tmp_path):
+    from conftest import confident, make_tiny_dataset, write_index
+
+    from trashlib.data import TrashDataset
+    from trashlib.data.instances import small_objects
+    from trashlib.evaluation import evaluate_index
+
+    root = make_tiny_dataset(tmp_path / "data", n_train=24, n_val=6, seed=1)  # test_training.learn_root
+    val = TrashDataset(root, "val")
+    assert sum(map(len, small_objects(val))) > 0  # under 16 pixels at 64: these images have some
+    right = write_index(tmp_path / "right", {n: confident(val.load_mask(i), p=0.9) for i, n in enumerate(val.file_names)})
+    blank = write_index(tmp_path / "blank", {n: confident(np.zeros_like(val.load_mask(i)), p=0.9)
+                                             for i, n in enumerate(val.file_names)})
+    assert evaluate_index(right, root, "val").small_object_recall == 1.0
+    evaluation = evaluate_index(blank, root, "val")
+    assert evaluation.small_object_recall == 0.0 and evaluation.objects.shape == (len(val), 2, 11)

@@ -118,3 +118,20 @@ def test_scores_as_dict_marks_empty_classes():
     assert d["mIoU"] == 1.0
     assert d["per_class_iou"]["Background"] == 1.0 and d["per_class_iou"]["General trash"] == 1.0
     assert d["per_class_iou"]["Clothing"] is None
+
+
+# -- small objects ---------------------------------------------------------------------------------------
+def test_object_hits_and_recall_by_hand():
+    from trashlib.metrics import object_hits, object_recall
+
+    pred = np.array([[1, 1, 0], [2, 2, 2]])
+    objects = [(1, np.array([0, 1, 2])),   # 2 of 3 pixels right: found
+               (2, np.array([3, 4])),      # 2 of 2: found
+               (1, np.array([2, 5])),      # 0 of 2: missed
+               (2, np.array([4, 2]))]      # 1 of 2 is not more than half: missed
+    hits = object_hits(pred, objects, num_classes=3)
+    assert hits.tolist() == [[0, 1, 1], [0, 2, 2]]
+    total, per_class = object_recall(np.stack([hits, object_hits(pred, [], num_classes=3)]))
+    assert total == 0.5
+    assert math.isnan(per_class[0]) and per_class[1:].tolist() == [0.5, 0.5]
+    assert math.isnan(object_recall(np.zeros((2, 3)))[0])

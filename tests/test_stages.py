@@ -181,6 +181,11 @@ def test_stage_table_judges_each_stage_against_the_one_it_builds_on():
     np.testing.assert_allclose(table["Δ vs best single"], [0, 0.06, 0.05, -0.10], atol=1e-12)
     assert table["verdict"].tolist() == ["reference", "gain", "tie", "loss"]  # |Δ| < 2 x 0.01: a tie
     assert stage_table(s, built_on, spread=0.0, seeds=1)["verdict"].tolist()[1:] == ["one seed"] * 3
+    assert table["small-object recall"].isna().all()  # bare scores: no objects counted
+    hits = np.zeros((2, 2, NUM_CLASSES), np.int64)
+    hits[:, 1, 4], hits[0, 0, 4] = 2, 1  # 1 of 4 Metal objects found
+    counted = {"a": Stage(Recipe(("a",)), None, Evaluation(None, scores(0.5), None, objects=hits)), "b": scores(0.6)}
+    assert stage_table(counted, {"b": "a"}, spread=0.01, seeds=3)["small-object recall"].tolist()[0] == 0.25
     with pytest.raises(ValueError, match="not a stage"):
         stage_table(s, {"soft vote": "weighted"}, spread=0.01, seeds=3)
     with pytest.raises(ValueError, match="non-finite"):
@@ -265,6 +270,7 @@ def test_stage_records_and_best_ensemble_are_what_the_report_and_teacher_read(ti
     metrics = saved_stages(tiny_root)
     first, last = metrics["stages"][0], metrics["stages"][-1]
     assert first["built_on"] is None and first["delta"] is None and first["verdict"] == "reference"
+    assert first["small_object_recall"] is None  # these evaluations counted no objects
     assert last["runs"] == ["a", "b"] and last["recipe"]["overwrite"] == 2 and len(last["per_class_iou"]) == NUM_CLASSES
     names = ["best single", "soft vote", "+ CRF"]
     recipes = [Recipe(("a",)), Recipe(("a", "b"), vote="soft", weights=(3, 1)),

@@ -135,6 +135,11 @@ def test_lr_schedule_warmup_then_poly_by_hand():
     assert got == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
     assert lr_factor(5, steps=10, warmup=2, power=0.9) == pytest.approx(0.625 ** 0.9)
     assert lr_factor(0, steps=4, warmup=0) == 1.0
+    wsd = [lr_factor(s, steps=20, warmup=2, schedule="wsd", decay_fraction=0.2) for s in range(20)]
+    assert wsd[:16] == [0.5] + [1.0] * 15  # warmup, then the peak held until the last 4 steps
+    assert wsd[16:] == pytest.approx([1.0, 1 - 0.5, 1 - 0.5 ** 0.5, 1 - 0.75 ** 0.5])  # 1 - sqrt cooldown
+    with pytest.raises(ValueError, match="schedule must be one of poly, wsd"):
+        lr_factor(3, steps=10, schedule="cosine")
     opt = torch.optim.AdamW([{"params": [nn.Parameter(torch.zeros(1))], "lr": 1.0},
                              {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.1}])
     set_lr(opt, 0.5)
@@ -326,6 +331,31 @@ def test_training_learns_above_the_background_floor(learn_root):
     assert scores(recorded.confusions.sum(0)).miou == pytest.approx(run_scores(run).miou, abs=1e-12)
     assert recorded.confusions.sum() == len(val) * 64 * 64  # every pixel of every image, once
     assert seed_results([run]).confusions[0] is not None
+    # and each val image's small objects found and there (under 32x32 at 512: 16 pixels at 64)
+    from trashlib.data.instances import small_objects
+
+    assert recorded.objects.shape == (len(val), 2, 11)
+    assert recorded.objects[:, 1].sum() == sum(len(objs) for objs in small_objects(val)) > 0
+    assert (recorded.objects[:, 0] <= recorded.objects[:, 1]).all()
+
+
+def test_per_image_records_round_trip_and_damaged_small_object_counts_are_named(tmp_path):
+    from trashlib.runs import read_eval_images, save_eval_images
+
+    conf = np.arange(2 * 3 * 3).reshape(2, 3, 3)
+    objects = np.array([[[1, 0, 2], [1, 0, 3]], [[0, 0, 0], [0, 1, 0]]])
+    save_eval_images(tmp_path / "a.npz", 7, ["x.jpg", "y.jpg"], conf, objects=objects)
+    back = read_eval_images(tmp_path / "a.npz")
+    assert back.step == 7 and back.file_names == ["x.jpg", "y.jpg"]
+    assert (back.confusions == conf).all() and (back.objects == objects).all()
+    save_eval_images(tmp_path / "old.npz", 7, ["x.jpg", "y.jpg"], conf)  # a record from before the counts
+    assert read_eval_images(tmp_path / "old.npz").objects is None
+    with pytest.raises(ValueError, match="small-object counts of shape"):
+        save_eval_images(tmp_path / "b.npz", 7, ["x.jpg", "y.jpg"], conf, objects=objects[:1])
+    np.savez(tmp_path / "c.npz", step=np.int64(7), file_names=np.array(["x.jpg", "y.jpg"]), confusions=conf,
+             objects=objects[:, ::-1])  # more found than there
+    with pytest.raises(ValueError, match=f"{tmp_path / 'c.npz'}: small-object counts .* more found than there"):
+        read_eval_images(tmp_path / "c.npz")
 
 
 def test_a_damaged_per_image_record_is_named(tiny_root):

@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from trashlib.classes import CLASS_NAMES
-from trashlib.metrics import Scores, class_iou
+from trashlib.metrics import Scores, class_iou, object_recall
 
 LEVEL = 0.95        # the interval's coverage
 POWER = 0.80        # the chance of finding a true effect of the MDE
@@ -42,13 +42,15 @@ BOOTSTRAP = 2000    # resamples of the val images
 @dataclass
 class SeedResults:
     """One variant's scores, one per seed, with the run folders they came from and, where recorded, each
-    seed's confusion matrices per val image (`confusions[k]`: (images, classes, classes), or None)."""
+    seed's confusion matrices per val image (`confusions[k]`: (images, classes, classes), or None) and its
+    small objects found and there per val image (`objects[k]`: (images, 2, classes), or None)."""
 
     scores: list[Scores]
     seeds: list[int] = field(default_factory=list)
     run_names: list[str] = field(default_factory=list)
     confusions: list[np.ndarray | None] = field(default_factory=list)
     image_names: list[str] = field(default_factory=list)
+    objects: list[np.ndarray | None] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.scores:
@@ -57,6 +59,8 @@ class SeedResults:
             raise ValueError(f"{len(self.scores)} scores but {len(self.seeds)} seeds")
         if self.confusions and len(self.confusions) != len(self.scores):
             raise ValueError(f"{len(self.scores)} scores but {len(self.confusions)} sets of per-image confusions")
+        if self.objects and len(self.objects) != len(self.scores):
+            raise ValueError(f"{len(self.scores)} scores but {len(self.objects)} sets of per-image small objects")
         bad = [s.miou for s in self.scores if not math.isfinite(s.miou)]
         if bad:
             raise ValueError(f"non-finite mIoU among the seeds' scores: {bad}")
@@ -78,6 +82,14 @@ class SeedResults:
     def per_class_iou(self) -> np.ndarray:
         """Mean IoU per class over seeds (NaN where a class was empty on every seed); (num_classes,)."""
         return _nanmean(np.stack([np.asarray(s.per_class_iou, dtype=np.float64) for s in self.scores]), axis=0)
+
+    @property
+    def small_object_recall(self) -> float | None:
+        """The share of the val split's small objects found (`metrics.object_recall`), mean over the seeds
+        that recorded them; None when none did."""
+        recalls = [object_recall(o)[0] for o in self.objects if o is not None]
+        recalls = [r for r in recalls if math.isfinite(r)]
+        return float(np.mean(recalls)) if recalls else None
 
 
 def _nanmean(x: np.ndarray, axis) -> np.ndarray:
@@ -255,7 +267,8 @@ def _as_results(value) -> SeedResults:
 def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, reference: str | None = None,
                   classes: Sequence[str] | None = None, decimals: int = 3) -> pd.DataFrame:
     """One row per variant: seeds, mean ± spread of val mIoU, Δ against `reference` with its 95% interval,
-    the MDE, the noise the interval holds and the verdict (`contrast`).
+    the MDE, the noise the interval holds and the verdict (`contrast`); the small-object recall where
+    the runs recorded it.
 
     `reference` (default: the first variant) is the arm the others are judged against, usually
     "none" (the same steps from the same trunk without the technique). `classes` adds, per class name,
@@ -272,6 +285,9 @@ def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, ref
     for name, r in results.items():
         row = {"variant": name, "seeds": len(r.scores), "val mIoU": r.mean, "± spread": r.std,
                "mean ± spread": f"{r.mean:.{decimals}f} ± {r.std:.{decimals}f}"}
+        if any(x.small_object_recall is not None for x in results.values()):
+            recall = r.small_object_recall
+            row["small-object recall"] = np.nan if recall is None else recall
         by_class = {}
         if name == reference:
             row.update({"Δ vs " + reference: 0.0, "95% CI": "", "MDE": np.nan, "noise": "", "verdict": "reference"})
@@ -295,14 +311,15 @@ def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, ref
 def variant_record(results: SeedResults, reference: SeedResults | None = None, *,
                    classes: Sequence[str] = ()) -> dict:
     """What a notebook saves per variant: {val_mIoU_mean, val_mIoU_std, val_mIoU (per seed), seeds,
-    per_class_iou (class name -> mean IoU, None where empty), run_names}; against a `reference`, also
+    per_class_iou (class name -> mean IoU, None where empty), run_names, small_object_recall (None where
+    not recorded)}; against a `reference`, also
     delta, delta_ci, mde, noise and verdict (`Contrast.as_dict`) and per_class_delta (class -> the same
     for each of `classes`, None where the class is empty)."""
     record = {"val_mIoU_mean": results.mean, "val_mIoU_std": results.std,
               "val_mIoU": [float(v) for v in results.mious], "seeds": list(results.seeds),
               "per_class_iou": {n: (None if not math.isfinite(v) else float(v))
                                 for n, v in zip(CLASS_NAMES, results.per_class_iou)},
-              "run_names": list(results.run_names)}
+              "run_names": list(results.run_names), "small_object_recall": results.small_object_recall}
     if reference is not None and reference is not results:
         main, by_class = contrast(results, reference, classes=classes)
         record.update(main.as_dict())
@@ -332,4 +349,6 @@ def seed_results(runs) -> SeedResults:
                        run_names=[r.name for r in runs],
                        confusions=[None if e is None or e.step != r.config.steps else e.confusions
                                    for e, r in zip(recorded, runs)],
+                       objects=[None if e is None or e.step != r.config.steps else e.objects
+                                for e, r in zip(recorded, runs)],
                        image_names=list(next(iter(names))) if len(names) == 1 else [])

@@ -28,6 +28,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 CLASS_WEIGHTING = (None, "cdb")
 COPY_PASTE = ("none", "online", "offline")
 CP_DONORS = ("uniform", "inverse", "classes", "classmix")
+SCHEDULES = ("poly", "wsd")  # trashlib.training.schedule
 
 
 def option(default, help: str, *, identity: bool = True, **cli):
@@ -65,6 +66,10 @@ class TrainConfig:
     backbone_lr_mult: float = option(0.1, "backbone learning rate = lr x this (1 for random init)")
     warmup_steps: int | None = option(None, "linear warmup steps (None: 5% of steps)")
     poly_power: float = option(0.9, "poly decay after warmup: lr x (1 - t)^power")
+    schedule: str = option("poly", "learning-rate schedule after warmup: poly (decays from the first step) or wsd "
+                                   "(warmup-stable-decay: the peak held, then a 1 - sqrt cooldown to 0 over the last "
+                                   "decay_fraction of the steps)", choices=SCHEDULES)
+    decay_fraction: float = option(0.15, "wsd: share of the steps in the final cooldown")
     # AdamW is invariant to a constant gradient scale, so a full-model clip only re-weights steps
     # against each other: Mask2Former's 0.01 clips EVERY step (training on normalised gradients);
     # 1.0 clips only the spikes of random-init heads and leaves SegFormer/UperNet's usual steps alone.
@@ -174,6 +179,10 @@ class TrainConfig:
             yield f"warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}"
         if self.poly_power < 0:
             yield f"poly_power must be >= 0, got {self.poly_power}"
+        if self.schedule not in SCHEDULES:
+            yield f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"
+        if not 0 < self.decay_fraction <= 1:
+            yield f"decay_fraction must be in (0, 1], got {self.decay_fraction}"
         if self.grad_clip is not None and self.grad_clip <= 0:
             yield f"grad_clip must be > 0 or None, got {self.grad_clip}"
         lo_hi = self.scale_range

@@ -20,8 +20,9 @@ import pandas as pd
 from trashlib.batching import item_loader
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
 from trashlib.data import TrashDataset, build_train_dataset
+from trashlib.data.instances import small_objects
 from trashlib.io import read_json
-from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, miou, scores
+from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, miou, object_hits, object_recall, scores
 from trashlib.models.profile import count_gflops, time_inference
 from trashlib.submission import downsample_prediction, read_submission, validate_submission
 from trashlib.training.validate import validate
@@ -37,6 +38,16 @@ class Evaluation:
     per_image: pd.DataFrame  # index, file_name, mIoU, pixel_accuracy (one row per image)
     images: int | None = None        # images scored
     split_images: int | None = None  # images in the split (None: not known)
+    objects: np.ndarray | None = None  # small objects found and there per image, (images, 2, classes)
+
+    @property
+    def small_object_recall(self) -> float | None:
+        """The share of the scored images' small objects that were found (`metrics.object_recall`); None
+        when they were not counted or there are none."""
+        if self.objects is None:
+            return None
+        recall = object_recall(self.objects)[0]
+        return recall if np.isfinite(recall) else None
 
     @property
     def complete(self) -> bool:
@@ -60,17 +71,22 @@ class Evaluation:
                              "pred_pixels": self.confusion.sum(0)}, index=list(CLASS_NAMES[:len(self.confusion)]))
 
 
-def evaluate_label_maps(pairs, *, num_classes: int = NUM_CLASSES) -> Evaluation:
-    """Evaluate an iterable of (file_name, pred HxW, mask HxW) triples, streaming."""
+def evaluate_label_maps(pairs, *, num_classes: int = NUM_CLASSES, objects=None) -> Evaluation:
+    """Evaluate an iterable of (file_name, pred HxW, mask HxW) triples, streaming; with `objects` (per
+    triple, in order, its image's small objects: `data.instances.small_objects`), count those found too."""
     meter = ConfusionMeter(num_classes=num_classes)
-    rows = []
+    rows, hits = [], []
     for i, (name, pred, mask) in enumerate(pairs):
+        if objects is not None:
+            hits.append(object_hits(pred, objects[i], num_classes=num_classes))
         cm = confusion_matrix(pred, mask, num_classes=num_classes)
         meter.confusion += cm
         total = cm.sum()
         rows.append({"index": i, "file_name": name, "mIoU": miou(cm)[0],
                      "pixel_accuracy": float(np.trace(cm) / total) if total else np.nan})
-    return Evaluation(meter.confusion, scores(meter.confusion), pd.DataFrame(rows), images=len(rows))
+    return Evaluation(meter.confusion, scores(meter.confusion), pd.DataFrame(rows), images=len(rows),
+                      objects=None if objects is None else
+                      np.stack(hits) if hits else np.zeros((0, 2, num_classes), np.int64))
 
 
 def evaluate_index(index, data_root=None, split: str = "val", *, subset: bool = False,
@@ -86,8 +102,10 @@ def evaluate_index(index, data_root=None, split: str = "val", *, subset: bool = 
     total = index.check_split(dataset, subset=subset or max_images is not None)
     by_name = {name: i for i, name in enumerate(dataset.file_names)}
     n = len(index) if max_images is None else min(max_images, len(index))
-    evaluation = evaluate_label_maps((name, index.argmax(i), dataset.load_mask(by_name[name]))
-                                     for i, name in zip(range(n), index.file_names))
+    small = small_objects(dataset)
+    evaluation = evaluate_label_maps(((name, index.argmax(i), dataset.load_mask(by_name[name]))
+                                      for i, name in zip(range(n), index.file_names)),
+                                     objects=[small[by_name[name]] for name in index.file_names[:n]])
     evaluation.split_images = total
     return evaluation
 

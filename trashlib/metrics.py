@@ -131,3 +131,29 @@ class ConfusionMeter:
     def compute(self) -> Scores:
         """Scores of everything added so far."""
         return scores(self.confusion)
+
+
+# -- small objects: not the competition's metric, a view of what its mean over pixels hides ----------------
+def object_hits(pred, objects, *, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Objects found and objects there, by class: a (2, classes) int64 array for one image.
+
+    An object is found when more than half of its visible pixels are predicted as its class.
+    `objects` lists (category_id, flat indices of the object's pixels in `pred`), as
+    `trashlib.data.instances.small_objects` gives them.
+    """
+    flat = as_numpy(pred).ravel()
+    hits = np.zeros((2, num_classes), np.int64)
+    for cat, where in objects:
+        hits[1, cat] += 1
+        hits[0, cat] += 2 * np.count_nonzero(flat[where] == cat) > len(where)
+    return hits
+
+
+def object_recall(hits: np.ndarray) -> tuple[float, np.ndarray]:
+    """(recall over every object, recall per class) of summed `object_hits` (..., 2, classes); NaN where
+    there is no object."""
+    hits = np.asarray(hits).reshape(-1, 2, np.shape(hits)[-1]).sum(0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = hits[0] / hits[1]
+    total = hits[1].sum()
+    return (float(hits[0].sum() / total) if total else float("nan")), per_class

@@ -182,22 +182,32 @@ def environment(device: str, *, precision: str = "no") -> dict:
 
 
 class EvalImages(NamedTuple):
-    """The per-image record of one evaluation: its step, the val images' file names, and their confusion
-    matrices (images, classes, classes) int64."""
+    """The per-image record of one evaluation: its step, the val images' file names, their confusion
+    matrices (images, classes, classes) int64, and their small objects found and there, by class
+    (images, 2, classes) int64 (`metrics.object_hits`; None in a record written before they were kept)."""
 
     step: int
     file_names: list[str]
     confusions: np.ndarray
+    objects: np.ndarray | None = None
 
 
-def save_eval_images(path: str | os.PathLike, step: int, file_names, confusions: np.ndarray) -> None:
+def save_eval_images(path: str | os.PathLike, step: int, file_names, confusions: np.ndarray, *,
+                     objects: np.ndarray | None = None) -> None:
     """Write an `EvalImages` record as .npz (no pickles), atomically."""
     confusions = np.asarray(confusions)
     if confusions.ndim != 3 or confusions.shape[1] != confusions.shape[2] or len(file_names) != len(confusions):
         raise ValueError(f"{path}: {len(file_names)} images but confusions of shape {confusions.shape}")
+    extra = {}
+    if objects is not None:
+        objects = np.asarray(objects)
+        if objects.shape != (len(confusions), 2, confusions.shape[1]):
+            raise ValueError(f"{path}: {len(confusions)} images of {confusions.shape[1]} classes but small-object "
+                             f"counts of shape {objects.shape}")
+        extra["objects"] = objects.astype(np.int64)
     with atomic_open(path, "wb") as f:
         np.savez(f, step=np.int64(step), file_names=np.array(list(file_names), dtype=str),
-                 confusions=confusions.astype(np.int64))
+                 confusions=confusions.astype(np.int64), **extra)
 
 
 def read_eval_images(path: str | os.PathLike) -> EvalImages:
@@ -205,6 +215,7 @@ def read_eval_images(path: str | os.PathLike) -> EvalImages:
     try:
         with np.load(path, allow_pickle=False) as z:
             step, names, conf = int(z["step"]), [str(n) for n in z["file_names"]], z["confusions"]
+            objects = z["objects"] if "objects" in z.files else None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable per-image evaluation ({e}); delete it and run the "
                          "training again with --force to record it") from None
@@ -212,7 +223,14 @@ def read_eval_images(path: str | os.PathLike) -> EvalImages:
             or not np.issubdtype(conf.dtype, np.integer) or (conf < 0).any()):
         raise ValueError(f"{path}: confusions of shape {conf.shape} and dtype {conf.dtype} for {len(names)} images: "
                          "damaged; delete it and run the training again with --force to record it")
-    return EvalImages(step, names, conf.astype(np.int64, copy=False))
+    if objects is not None and (objects.shape != (len(conf), 2, conf.shape[1])
+                                or not np.issubdtype(objects.dtype, np.integer) or (objects < 0).any()
+                                or (objects[:, 0] > objects[:, 1]).any()):
+        raise ValueError(f"{path}: small-object counts of shape {objects.shape} for {len(names)} images of "
+                         f"{conf.shape[1]} classes, or more found than there: damaged; delete it and run the "
+                         "training again with --force to record it")
+    return EvalImages(step, names, conf.astype(np.int64, copy=False),
+                      None if objects is None else objects.astype(np.int64, copy=False))
 
 
 class Run:

@@ -136,7 +136,7 @@ def _scores(value) -> Scores:
 def stage_table(stages: dict, built_on: dict, *, spread: float, seeds: int) -> pd.DataFrame:
     """One row per stage, in order: val mIoU, the stage it builds on, Δ against it, Δ against the first
     stage, and its 95% interval, MDE and verdict under the noise `spread` measured over `seeds` seeds
-    (`compare.Contrast.from_spread`).
+    (`compare.Contrast.from_spread`), and the share of the small objects it finds (NaN for bare Scores).
 
     `stages` maps stage names to `Stage`s (or `metrics.Scores`); `built_on` maps a stage to the stage
     it changes (None or absent: a reference, normally the first).
@@ -155,11 +155,13 @@ def stage_table(stages: dict, built_on: dict, *, spread: float, seeds: int) -> p
             raise ValueError(f"stage {name!r} builds on {base!r}, which is not a stage: {', '.join(scores)}")
         delta = np.nan if base is None else s.miou - scores[base].miou
         judged = None if base is None else Contrast.from_spread(delta, spread, seeds=seeds)
+        recall = stages[name].evaluation.small_object_recall if isinstance(stages[name], Stage) else None
         rows.append({"stage": name, "val mIoU": s.miou, "built on": base or "-", "Δ": delta,
                      "95% CI": "" if judged is None or seeds < 2 else "[{:+.4f}, {:+.4f}]".format(*judged.ci),
                      "MDE": np.nan if judged is None or seeds < 2 else judged.mde,
                      f"Δ vs {first}": s.miou - scores[first].miou,
-                     "verdict": "reference" if judged is None else judged.verdict})
+                     "verdict": "reference" if judged is None else judged.verdict,
+                     "small-object recall": np.nan if recall is None else recall})
     table = pd.DataFrame(rows).set_index("stage")
     table.attrs["seeds"] = seeds
     return table
@@ -214,10 +216,12 @@ def plot_stages(table: pd.DataFrame, *, mean: float | None = None, spread: float
 
 
 def stage_records(stages: dict, table: pd.DataFrame, *, noise=None) -> list[dict]:
-    """The `stages` list of the metrics file: name, val_mIoU, per_class_iou, built_on, delta, verdict, runs,
-    recipe (what rebuilds the stage on another split) and index (its folder of the val set). `noise`, the
+    """The `stages` list of the metrics file: name, val_mIoU, per_class_iou, small_object_recall, built_on,
+    delta, verdict, runs, recipe (what rebuilds the stage on another split) and index (its folder of the
+    val set). `noise`, the
     `compare.SeedResults` of the first stage's seeds, adds its val_mIoU_std and seeds to the first record."""
     records = [{"name": name, "val_mIoU": s.scores.miou, "per_class_iou": s.scores.as_dict()["per_class_iou"],
+                "small_object_recall": s.evaluation.small_object_recall,
                 "built_on": None if table.loc[name, "built on"] == "-" else table.loc[name, "built on"],
                 "delta": table.loc[name, "Δ"], "verdict": table.loc[name, "verdict"], "runs": list(s.recipe.members),
                 "recipe": s.recipe.as_dict(), "index": str(s.index.path)} for name, s in stages.items()]

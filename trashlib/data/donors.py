@@ -2,7 +2,7 @@
 
 Online pasting draws objects for every training sample; reading a donor photo from disk each time
 would cost as much as the sample itself, so the objects are cut once (`trashlib.copy_paste.cut_donor`:
-the instance mask from the COCO segmentation, less the pixels other objects cover) and kept as
+each object's visible pixels, `trashlib.data.instances.visible_pixels`) and kept as
 crops. Memory is bounded by keeping at most `max_per_class` objects of a class (a uniform random
 subset, the same on every run); `counts` keeps every class's full count, so drawing a class stays
 proportional to the data. Objects of fewer than `min_area` visible pixels are skipped: a few pixels
@@ -23,13 +23,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from trashlib import paths
 from trashlib.classes import CLASS_NAMES
 from trashlib.copy_paste import Donor, cut_donor
 from trashlib.data.dataset import TrashDataset
-from trashlib.data.raster import annotation_rle
+from trashlib.data.instances import visible_pixels
 from trashlib.io import atomic_open
 from trashlib.memo import remember
 
@@ -64,19 +63,18 @@ class DonorBank:
                 continue
             image, mask = dataset[i]
             h, w = mask.shape
-            for k, ann in enumerate(anns):
-                cat = ann["category_id"]
-                rle = annotation_rle(ann, height=h, width=w, file=str(dataset.path), k=k)
-                visible = mask_utils.decode(rle).view(bool) & (mask == cat)
-                if np.count_nonzero(visible) < min_area:
+            for k, (cat, where) in enumerate(visible_pixels(dataset, i)):
+                if len(where) < min_area:
                     continue
                 n = counts.get(cat, 0)
                 counts[cat] = n + 1
                 slot = n if n < max_per_class else int(rng.integers(n + 1))  # reservoir sampling
                 if slot >= max_per_class:
                     continue
+                visible = np.zeros(mask.shape, bool)
+                visible.flat[where] = True
                 donor = cut_donor(image, visible, category_id=cat,
-                                  source=f"{dataset.file_names[i]} annotation {ann.get('id', k)}")
+                                  source=f"{dataset.file_names[i]} annotation {anns[k].get('id', k)}")
                 if work_size is not None and max(h, w) > work_size:
                     donor = shrink_donor(donor, work_size / max(h, w))
                 kept = donors.setdefault(cat, [])

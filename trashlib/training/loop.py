@@ -28,6 +28,7 @@ from trashlib.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, lo
                                  save_training_state, save_weights)
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
+from trashlib.data.instances import small_objects
 from trashlib.data.pasted import online_paster
 from trashlib.io import write_json
 from trashlib.models import build_model
@@ -226,7 +227,8 @@ def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resumi
     loss_sum, loss_n = torch.zeros((), device=device), 0
     try:
         for step in range(state["step"], end):
-            factor = lr_factor(step, steps=cfg.steps, warmup=cfg.warmup, power=cfg.poly_power)
+            factor = lr_factor(step, steps=cfg.steps, warmup=cfg.warmup, power=cfg.poly_power, schedule=cfg.schedule,
+                               decay_fraction=cfg.decay_fraction)
             set_lr(optimizer, factor)
             for _ in range(cfg.grad_accum):
                 images, masks = next(batches)
@@ -339,14 +341,17 @@ class _Evaluator:
         acc, cfg = self.accelerator, self.cfg
         loader = item_loader(self.dataset, self.indices, batch_size=cfg.batch_size, workers=min(cfg.workers, 2))
         final = step == cfg.steps  # its images' confusions are kept, for the paired comparisons (trashlib.compare)
-        per_image = np.zeros((self.n, self.raw.num_classes, self.raw.num_classes), np.int64) if final else None
-        scores = validate(self.raw, loader, device=acc.device, num_classes=self.raw.num_classes,
-                          autocast=acc.autocast, reduce=self._reduce, work_size=cfg.work_size, per_image=per_image)
+        c = self.raw.num_classes
+        per_image = np.zeros((self.n, c, c), np.int64) if final else None
+        hits = np.zeros((self.n, 2, c), np.int64) if final else None
+        scores = validate(self.raw, loader, device=acc.device, num_classes=c, autocast=acc.autocast,
+                          reduce=self._reduce, work_size=cfg.work_size, per_image=per_image,
+                          objects=small_objects(self.dataset) if final else None, hits=hits)
         if final:
-            per_image = self._reduce(per_image)
+            per_image, hits = self._reduce(per_image), self._reduce(hits)
             if acc.is_main_process:
                 runs.save_eval_images(self.ckpt_dir.parent / runs.EVAL_IMAGES_FILE, step,
-                                      self.dataset.file_names[:self.n], per_image)
+                                      self.dataset.file_names[:self.n], per_image, objects=hits)
         record = {"kind": "eval", "step": step, "split": cfg.val_split, "images": self.n, **scores.as_dict(),
                   "time": self.state["elapsed"]}
         if np.isfinite(scores.miou) and (self.state["best_miou"] is None or scores.miou > self.state["best_miou"]):

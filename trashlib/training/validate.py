@@ -15,18 +15,20 @@ import torch
 from trashlib.batching import images_to_tensor, same_size_groups
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.inference import TTA, predict_tta
-from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, scores
+from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, object_hits, scores
 
 
 @torch.no_grad()
 def validate(model, loader, *, device="cpu", num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
              autocast=contextlib.nullcontext, reduce=None, work_size: int | None = None,
-             per_image: np.ndarray | None = None) -> Scores:
+             per_image: np.ndarray | None = None, objects=None, hits: np.ndarray | None = None) -> Scores:
     """Competition scores of `model` over the (index, image, mask) batches of `loader`.
 
     `reduce` (e.g. a sum over processes) is applied to the confusion matrix before scoring. `per_image`,
     an (images, classes, classes) array, receives each image's confusion matrix at its index (what
-    `trashlib.compare` resamples); their sum is the split's.
+    `trashlib.compare` resamples); their sum is the split's. With `objects` (per image of the split, its
+    small objects: `trashlib.data.instances.small_objects`), `hits`, an (images, 2, classes) array,
+    receives each image's `metrics.object_hits`.
     """
     tta = TTA(size=work_size)
     was_training = model.training
@@ -41,6 +43,9 @@ def validate(model, loader, *, device="cpu", num_classes: int = NUM_CLASSES, ign
                 # max(1).indices is argmax(1), first maximum on ties, at a fifth of its cost on CPU (a 512
                 # map's class axis is strided): the split's evaluation spent half its time here
                 pred = probs.max(1).indices.to("cpu", torch.uint8).numpy()
+                if hits is not None:
+                    for (index, _, _), p in zip(group, pred):
+                        hits[index] = object_hits(p, objects[index], num_classes=num_classes)
                 if per_image is None:
                     meter.update(pred, np.stack([g[2] for g in group]))
                     continue
