@@ -24,14 +24,7 @@ from conftest import tiny_model
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.models.mask2former import masks_to_targets
-from trashlib.models.mask2former_loss import (
-    IgnoreAwareMask2FormerLoss,
-    dense_targets,
-    pairwise_costs,
-    point_targets,
-    weighted_dice,
-    weighted_sigmoid_ce,
-)
+from trashlib.models.mask2former_loss import pairwise_costs, point_targets, weighted_dice, weighted_sigmoid_ce
 
 MASK2FORMER = ["mask2former-swin", "semask-swin", "mask2former-dinat"]
 ALL = MASK2FORMER + ["segformer", "upernet-swin"]
@@ -75,14 +68,6 @@ def test_point_targets_by_hand():
     torch.testing.assert_close(labels, torch.tensor([[1.0, 1.0, 0.0]]))
 
 
-def test_dense_targets_by_hand():
-    valid = torch.tensor([[[[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]]]])  # one 2x4 image, two 2x2 cells
-    target = torch.tensor([[[[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]]]])
-    labels, weights = dense_targets(target, valid, (1, 2))
-    torch.testing.assert_close(weights, torch.tensor([[1.0, 0.25]]))
-    torch.testing.assert_close(labels, torch.tensor([[[0.5, 1.0]]]))  # the mean over each cell's valid pixels
-
-
 def test_zero_weight_points_drop_out_of_the_point_losses():
     g = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(3, 10, generator=g), (torch.rand(3, 10, generator=g) > 0.5).float()
@@ -118,22 +103,10 @@ def fixed_points(*shape, **kwargs):
     return _RAND(n, two, generator=torch.Generator().manual_seed(n)).expand(*rows, n, two).clone()
 
 
-def criterion_of(mask_loss: str) -> IgnoreAwareMask2FormerLoss:
-    """The tiny Mask2Former's criterion, scoring its mask losses at sampled `points` or `dense`ly."""
-    hf = tiny_model("mask2former-swin").hf
-    config = hf.config.__class__.from_dict({**hf.config.to_dict(), "mask_loss": mask_loss})
-    return IgnoreAwareMask2FormerLoss.replacing(hf.criterion, config)
-
-
-def test_an_unknown_mask_loss_is_refused():
-    with pytest.raises(ValueError, match="mask_loss 'pixels' is not one of points, dense"):
-        criterion_of("pixels")
-
-
 @pytest.mark.parametrize("layers", [1, 3])
 def test_without_ignored_pixels_the_criterion_is_transformers_loss(monkeypatch, layers):
     """Every layer and image matched and scored in one batch: transformers' per-layer, per-image losses, summed."""
-    criterion = criterion_of("points")
+    criterion = tiny_model("mask2former-swin").hf.criterion
     g = torch.Generator().manual_seed(3)
     predictions = [(torch.randn(2, 8, 16, 16, generator=g), torch.randn(2, 8, NUM_CLASSES + 1, generator=g))
                    for _ in range(layers)]
@@ -151,40 +124,8 @@ def test_without_ignored_pixels_the_criterion_is_transformers_loss(monkeypatch, 
         torch.testing.assert_close(value, sum(v for k, v in expected.items() if k.startswith(key)))
 
 
-def pixel_centres(*shape, **kwargs):
-    """torch.rand's stand-in: the centres of a 16x16 grid, (x, y) in [0, 1], in every row."""
-    *rows, n, two = shape
-    grid = (torch.stack(torch.meshgrid(torch.arange(16), torch.arange(16), indexing="xy"), -1) + 0.5) / 16
-    return grid.reshape(1, 256, 2).expand(*rows, 256, 2).clone()
-
-
-@pytest.mark.parametrize("layers", [1, 3])
-def test_dense_without_ignored_pixels_is_transformers_loss_at_every_pixel(monkeypatch, layers):
-    """Label maps at the mask logits' 16x16: the dense loss is transformers' with every pixel centre as a point."""
-    criterion = criterion_of("dense")
-    g = torch.Generator().manual_seed(4)
-    predictions = [(torch.randn(2, 8, 16, 16, generator=g), torch.randn(2, 8, NUM_CLASSES + 1, generator=g))
-                   for _ in range(layers)]
-    aux = [{"masks_queries_logits": m, "class_queries_logits": c} for m, c in predictions[1:]] or None
-    masks = torch.randint(0, NUM_CLASSES, (2, 16, 16), generator=torch.Generator().manual_seed(5))
-    masks[1, :, :10] = 3
-    mask_labels, class_labels = masks_to_targets(masks)
-    config = tiny_model("mask2former-swin").hf.config.__class__.from_dict(
-        {**tiny_model("mask2former-swin").hf.config.to_dict(), "train_num_points": 256})
-    reference = Mask2FormerLoss(config, criterion.weight_dict)
-    reference.sample_points_using_uncertainty = lambda logits, *a, **k: pixel_centres(len(logits), 256, 2)
-    with monkeypatch.context() as m:
-        m.setattr(torch, "rand", pixel_centres)
-        expected = reference(*predictions[0], mask_labels, class_labels, auxiliary_predictions=aux)
-    with criterion.ignoring(masks != IGNORE_INDEX):
-        got = criterion(*predictions[0], mask_labels, class_labels, auxiliary_predictions=aux)
-    for key, value in got.items():
-        torch.testing.assert_close(value, sum(v for k, v in expected.items() if k.startswith(key)))
-
-
-@pytest.mark.parametrize("mask_loss", ["points", "dense"])
-def test_criterion_ignores_mask_logits_in_ignored_areas_in_sampling_matching_and_loss(mask_loss):
-    criterion = criterion_of(mask_loss)
+def test_criterion_ignores_mask_logits_in_ignored_areas_in_sampling_matching_and_loss():
+    criterion = tiny_model("mask2former-swin").hf.criterion
     mask_logits, class_logits, mask_labels, class_labels, masks = criterion_inputs()
 
     def losses(logits, ignoring=True):

@@ -10,13 +10,6 @@ chooses among valid candidates only; the uniformly random rest keeps its draw an
 weigh 0. The class cross-entropy is transformers' own. With no pixel ignored this is transformers'
 loss, random draws included.
 
-`mask_loss="dense"` in the model's config (the `tiny` preset) takes every mask-logit pixel as a point,
-MaskFormer's dense loss at 1/4 of the input: each pixel's target is the mean of the binary mask over the
-valid pixels of its area, its weight the share of valid pixels there (the rule above, averaged over the
-pixel's area instead of sampled bilinearly). At the cpu profile's 128-pixel working size the mask logits
-are 32x32 = 1024 pixels, as many as the points it sampled, so nothing is drawn and no logit is
-interpolated: the targets are pooled once per image for every layer and query.
-
 Usage: `with criterion.ignoring(masks != 255): hf_model(pixel_values, mask_labels=…, class_labels=…)`.
 """
 from __future__ import annotations
@@ -94,19 +87,6 @@ def pairwise_costs(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Te
     return bce, dice
 
 
-def dense_targets(targets: torch.Tensor, valid: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets and weights of every mask-logit pixel: each mask's mean over the valid pixels of the pixel's
-    area, and the share of valid pixels there (`point_targets` with area averages for bilinear samples).
-
-    Shape:
-        targets: (N, T, H, W) float binary, 0 where ignored; valid: (N, 1, H, W) float 0/1; size: (h, w)
-        returns: (N, T, h * w) targets in [0, 1], (N, h * w) weights in [0, 1]
-    """
-    weights = F.adaptive_avg_pool2d(valid, size)
-    labels = (F.adaptive_avg_pool2d(targets, size) / weights.clamp_min(1e-6)).clamp(max=1.0)
-    return labels.flatten(2), weights.flatten(1)
-
-
 def _all_valid(mask_labels: list[torch.Tensor]) -> torch.Tensor:
     return mask_labels[0].new_ones(len(mask_labels), 1, *mask_labels[0].shape[-2:])
 
@@ -129,40 +109,27 @@ def pad_targets(mask_labels: list[torch.Tensor], class_labels: list[torch.Tensor
     return masks, classes, counts
 
 
-def point_costs(logits, labels, weights, class_logits, target_classes, *, cost_mask, cost_class,
-                cost_dice) -> torch.Tensor:
-    """The matcher's cost between every query and every target, for many (layer, image) rows at once,
-    from each row's points.
-
-    Shape:
-        logits: (M, Q, P) mask logits at the points; labels: (M, T, P); weights: (M, P)
-        class_logits: (M, Q, C+1); target_classes: (M, T) long
-        returns: (M, Q, T) float32
-    """
-    bce, dice = pairwise_costs(logits.float(), labels, weights)
-    class_logits = class_logits.float()
-    cls = -class_logits.softmax(-1).gather(-1, target_classes[:, None, :].expand(-1, class_logits.shape[1], -1))
-    cost = cost_mask * bce + cost_class * cls + cost_dice * dice
-    big = torch.finfo(cost.dtype).max
-    return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
-
-
 def batched_costs(mask_logits, class_logits, targets, target_classes, valid, coords, *, cost_mask, cost_class,
                   cost_dice) -> torch.Tensor:
-    """`point_costs` at sampled points: the same cost as one image at a time (`pairwise_costs` plus the
-    class term), with each row's own points.
+    """The matcher's cost between every query and every target, for many (layer, image) rows at once.
+
+    The same cost as one image at a time (`pairwise_costs` plus the class term), with each row's own points.
 
     Shape:
         mask_logits: (M, Q, h, w); class_logits: (M, Q, C+1); targets: (M, T, H, W) float
         target_classes: (M, T) long; valid: (M, 1, H, W) float; coords: (M, P, 2) in [0, 1]
         returns: (M, Q, T) float32
     """
+    mask_logits, class_logits = mask_logits.float(), class_logits.float()
     weights = point_weights(valid, coords)  # (M, P)
     labels = sample_point(targets, coords, align_corners=False)  # (M, T, P)
     labels = (labels / weights[:, None].clamp_min(1e-6)).clamp(max=1.0)
-    logits = sample_point(mask_logits.float(), coords, align_corners=False)  # (M, Q, P)
-    return point_costs(logits, labels, weights, class_logits, target_classes, cost_mask=cost_mask,
-                       cost_class=cost_class, cost_dice=cost_dice)
+    logits = sample_point(mask_logits, coords, align_corners=False)  # (M, Q, P)
+    bce, dice = pairwise_costs(logits, labels, weights)
+    cls = -class_logits.softmax(-1).gather(-1, target_classes[:, None, :].expand(-1, class_logits.shape[1], -1))
+    cost = cost_mask * bce + cost_class * cls + cost_dice * dice
+    big = torch.finfo(cost.dtype).max
+    return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
 
 
 class IgnoreAwareHungarianMatcher(Mask2FormerHungarianMatcher):
@@ -176,23 +143,16 @@ class IgnoreAwareHungarianMatcher(Mask2FormerHungarianMatcher):
     valid: torch.Tensor | None = None  # (N, 1, H, W) float, set by IgnoreAwareMask2FormerLoss.ignoring
 
     @torch.no_grad()
-    def match(self, mask_logits, class_logits, targets, target_classes, counts, valid, *, dense=None):
+    def match(self, mask_logits, class_logits, targets, target_classes, counts, valid):
         """Hungarian indices per row: a list of (query indices, target indices), each (T_row,) long.
-
-        `dense`: None samples `num_points` random points per row; else every mask-logit pixel is a
-        point, with its targets and weights given (`dense_targets`, per row).
 
         Shape:
             mask_logits: (M, Q, h, w); class_logits: (M, Q, C+1); targets: (M, T, H, W) padded
             target_classes: (M, T); counts: (M,) real targets per row; valid: (M, 1, H, W)
-            dense: None, or (M, T, h * w) targets and (M, h * w) weights
         """
-        costs = dict(cost_mask=self.cost_mask, cost_class=self.cost_class, cost_dice=self.cost_dice)
-        if dense is None:
-            coords = torch.rand(len(mask_logits), self.num_points, 2, device=mask_logits.device)
-            cost = batched_costs(mask_logits, class_logits, targets, target_classes, valid, coords, **costs)
-        else:
-            cost = point_costs(mask_logits.flatten(2), *dense, class_logits, target_classes, **costs)
+        coords = torch.rand(len(mask_logits), self.num_points, 2, device=mask_logits.device)
+        cost = batched_costs(mask_logits, class_logits, targets, target_classes, valid, coords,
+                             cost_mask=self.cost_mask, cost_class=self.cost_class, cost_dice=self.cost_dice)
         cost = cost.cpu().numpy()
         indices = []
         for row, n in zip(cost, counts.tolist()):
@@ -219,13 +179,9 @@ class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
     """
 
     valid: torch.Tensor | None = None
-    MASK_LOSSES = ("points", "dense")
 
     def __init__(self, config, weight_dict: dict[str, float]):
         super().__init__(config, weight_dict)
-        self.mask_loss = getattr(config, "mask_loss", "points")  # transformers' configs: points
-        if self.mask_loss not in self.MASK_LOSSES:
-            raise ValueError(f"mask_loss {self.mask_loss!r} is not one of {', '.join(self.MASK_LOSSES)}")
         self.matcher = IgnoreAwareHungarianMatcher(cost_class=config.class_weight, cost_dice=config.dice_weight,
                                                    cost_mask=config.mask_weight, num_points=self.num_points)
 
@@ -285,24 +241,16 @@ class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
         valid = self.valid if self.valid is not None else _all_valid(mask_labels)
         targets, classes, counts = pad_targets(mask_labels, class_labels)
         targets = targets.to(mask_logits.device)
-        dense = None
-        if self.mask_loss == "dense":  # pooled once per image, shared by every layer
-            dense = dense_targets(targets, valid, mask_logits.shape[-2:])
         indices = self.matcher.match(mask_logits, class_logits, targets[image], classes[image], counts[image],
-                                     valid[image], dense=None if dense is None else (dense[0][image], dense[1][image]))
+                                     valid[image])
         num_masks = self.get_num_masks(class_labels, device=class_labels[0].device)
         row = torch.cat([torch.full_like(src, r) for r, (src, _) in enumerate(indices)])
         query = torch.cat([src for src, _ in indices])
         target = torch.cat([tgt for _, tgt in indices])
-        return {**self._mask_losses(mask_logits, targets, valid, image[row], row, query, target, num_masks, dense),
+        return {**self._mask_losses(mask_logits, targets, valid, image[row], row, query, target, num_masks),
                 "loss_cross_entropy": self._class_loss(class_logits, classes, image, row, query, target, n)}
 
-    def _mask_losses(self, mask_logits, targets, valid, image, row, query, target, num_masks, dense=None):
-        if dense is not None:  # every mask-logit pixel of the K matched pairs of every layer
-            logits = mask_logits[row, query].flatten(1).float()
-            labels, weights = dense[0][image, target], dense[1][image]
-            return {"loss_mask": weighted_sigmoid_ce(logits, labels, weights, num_masks),
-                    "loss_dice": weighted_dice(logits, labels, weights, num_masks)}
+    def _mask_losses(self, mask_logits, targets, valid, image, row, query, target, num_masks):
         pred_masks = mask_logits[row, query][:, None]  # (K, 1, h, w), K matched pairs of every layer
         target_masks = targets[image, target][:, None]
         valid = valid[image]

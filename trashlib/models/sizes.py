@@ -31,13 +31,12 @@ SWIN = {
 }
 
 # Mask2Former head; {} = transformers' defaults (hidden 256, 100 queries, 6 encoder / 10 decoder layers,
-# 12544 loss points per mask, sampled). tiny scores every mask-logit pixel instead (`mask_loss="dense"`, see
-# mask2former_loss): a 128x128 working image has 32x32 = 1024 of them, fewer than the default's points, and
-# sampling points cost more than scoring every pixel (docs/experiments.md). tiny's one encoder layer: see
-# the module docstring.
+# 12544 loss points per mask). tiny samples 1024 points: a 128x128 working image has 32x32 = 1024 mask-logit
+# pixels, and the default made the Hungarian matcher's cost matrices 3/4 of a CPU training step. tiny's one
+# encoder layer: see the module docstring.
 MASK2FORMER_HEAD = {
     "tiny": dict(feature_size=128, mask_feature_size=128, hidden_dim=128, encoder_feedforward_dim=512,
-                 dim_feedforward=512, num_queries=50, encoder_layers=1, decoder_layers=4, mask_loss="dense"),
+                 dim_feedforward=512, num_queries=50, encoder_layers=1, decoder_layers=4, train_num_points=1024),
     "base": {},
     "large": {},
 }
