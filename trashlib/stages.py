@@ -218,8 +218,8 @@ def plot_stages(table: pd.DataFrame, *, mean: float | None = None, spread: float
 def stage_records(stages: dict, table: pd.DataFrame, *, noise=None) -> list[dict]:
     """The `stages` list of the metrics file: name, val_mIoU, per_class_iou, small_object_recall, built_on,
     delta, verdict, runs, recipe (what rebuilds the stage on another split) and index (its folder of the
-    val set). `noise`, the
-    `compare.SeedResults` of the first stage's seeds, adds its val_mIoU_std and seeds to the first record."""
+    val set). `noise`, the `compare.SeedResults` of the first stage's seeds, adds its val_mIoU_std and seeds
+    to the first record."""
     records = [{"name": name, "val_mIoU": s.scores.miou, "per_class_iou": s.scores.as_dict()["per_class_iou"],
                 "small_object_recall": s.evaluation.small_object_recall,
                 "built_on": None if table.loc[name, "built on"] == "-" else table.loc[name, "built on"],
