@@ -281,13 +281,13 @@ def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, ref
     if reference not in results:
         raise ValueError(f"reference {reference!r} is not among the variants: {', '.join(results)}")
     ref = results[reference]
+    counted = any(r.small_object_recall is not None for r in results.values())
     rows = []
     for name, r in results.items():
         row = {"variant": name, "seeds": len(r.scores), "val mIoU": r.mean, "± spread": r.std,
                "mean ± spread": f"{r.mean:.{decimals}f} ± {r.std:.{decimals}f}"}
-        if any(x.small_object_recall is not None for x in results.values()):
-            recall = r.small_object_recall
-            row["small-object recall"] = np.nan if recall is None else recall
+        if counted:
+            row["small-object recall"] = np.nan if r.small_object_recall is None else r.small_object_recall
         by_class = {}
         if name == reference:
             row.update({"Δ vs " + reference: 0.0, "95% CI": "", "MDE": np.nan, "noise": "", "verdict": "reference"})

@@ -84,9 +84,9 @@ def evaluate_label_maps(pairs, *, num_classes: int = NUM_CLASSES, objects=None) 
         total = cm.sum()
         rows.append({"index": i, "file_name": name, "mIoU": miou(cm)[0],
                      "pixel_accuracy": float(np.trace(cm) / total) if total else np.nan})
-    return Evaluation(meter.confusion, scores(meter.confusion), pd.DataFrame(rows), images=len(rows),
-                      objects=None if objects is None else
-                      np.stack(hits) if hits else np.zeros((0, 2, num_classes), np.int64))
+    if objects is not None:
+        objects = np.stack(hits) if hits else np.zeros((0, 2, num_classes), np.int64)
+    return Evaluation(meter.confusion, scores(meter.confusion), pd.DataFrame(rows), images=len(rows), objects=objects)
 
 
 def evaluate_index(index, data_root=None, split: str = "val", *, subset: bool = False,
