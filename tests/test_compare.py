@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from trashlib.classes import NUM_CLASSES
-from trashlib.compare import Contrast, SeedResults, compare_table, contrast, variant_record, verdict
+from trashlib.compare import (Contrast, SeedResults, against_claim, compare_table, contrast, image_contrast, variant_record,
+                              verdict)
 from trashlib.metrics import Scores
 
 
@@ -103,6 +104,28 @@ def test_the_bootstrap_over_images_measures_evaluation_noise():
     assert flat.var_eval == pytest.approx(0, abs=1e-15) and flat.verdict == "gain"
 
 
+def test_post_processing_is_judged_by_the_images_with_the_seeds_standing_in_for_training():
+    rng = np.random.default_rng(1)
+    base = _stack([_image(100, int(w)) for w in rng.integers(0, 60, size=20)])
+    after = _stack([_image(100, int(w)) for w in rng.integers(0, 40, size=20)])
+    from trashlib.metrics import miou
+    alone, by_class = image_contrast(after, base, classes=["General trash", "Battery"])
+    assert alone.delta == pytest.approx(miou(after.sum(0))[0] - miou(base.sum(0))[0])
+    assert alone.noise == "images" and alone.var_eval > 0 and alone.verdict == "one seed"  # no training noise
+    assert by_class["Battery"] is None and by_class["General trash"].noise == "images"
+    same = contrast(_results([after] * 2), _results([base] * 2))[0]  # two identical seeds: the same bootstrap
+    assert alone.var_eval == pytest.approx(same.var_eval)
+    noise = SeedResults([scores(0.50, 0.4), scores(0.52, 0.6), scores(0.54, 0.5)], seeds=[0, 1, 2])
+    both, by_class = image_contrast(after, base, noise=noise, classes=["General trash"])
+    assert both.noise == "seeds + images" and both.delta == alone.delta and both.seeds == 3
+    assert both.var_train == pytest.approx(2 * noise.std ** 2 / 3) and both.df_train == 4
+    assert both.mde > alone.mde and both.ci[0] < alone.ci[0]  # the seeds widen the interval
+    assert by_class["General trash"].var_train == pytest.approx(2 * 0.1 ** 2 / 3)  # that class's own spread
+    assert image_contrast(base, base, noise=noise)[0].verdict == "tie"
+    with pytest.raises(ValueError, match="same images"):
+        image_contrast(after[:5], base, noise=noise)
+
+
 def test_images_are_resampled_only_when_both_arms_scored_the_same_images():
     base, better = _stack([_image(100, 50)] * 4 + [_image(100, 0)]), _stack([_image(100, 10)] * 5)
     ref = _results([base, base])
@@ -174,3 +197,15 @@ def test_small_object_recall_is_each_seeds_share_found_averaged_and_shown_where_
     assert variant_record(ref)["small_object_recall"] is None
     with pytest.raises(ValueError, match="2 scores but 1 sets of per-image small objects"):
         SeedResults(arm.scores, objects=arm.objects[:1])
+
+
+def test_a_claim_is_read_against_the_interval_and_the_power_of_the_design():
+    tie = Contrast(0.002, 3, var_train=0.005 ** 2, df_train=2)  # MDE about 0.035
+    assert "cannot tell" in against_claim(tie, 0.01) and "the claim inside it" in against_claim(tie, 0.01)
+    assert "would show 80% of the time" in against_claim(tie, -0.05) and "outside" in against_claim(tie, -0.05)
+    gain = Contrast(0.05, 3, var_train=0.005 ** 2, df_train=2)
+    assert against_claim(gain, 0.01).endswith("a gain in the claimed direction")
+    assert against_claim(gain, -0.05).endswith("a gain against the claim")
+    assert "no test of the claim" in against_claim(Contrast(0.05, 1), 0.01)
+    with pytest.raises(ValueError, match="finite"):
+        against_claim(gain, math.nan)

@@ -100,6 +100,23 @@ def test_ensemble_of_one_input_equals_that_input(tmp_path):
         assert set(np.unique(hard.load(i))) <= {0.0, 1.0}  # stored one-hot
 
 
+def test_disagreement_is_the_share_of_pixels_two_members_label_differently(tmp_path):
+    from trashlib.ensemble import disagreement
+
+    mask = np.zeros((4, 5), np.int64)
+    other = mask.copy()
+    other[0, :2] = 3  # 2 of 20 pixels of the first image
+    a = write_index(tmp_path / "a", {"x.jpg": confident(mask, p=0.9), "y.jpg": confident(mask, p=0.9)})
+    b = write_index(tmp_path / "b", {"y.jpg": confident(mask, p=0.8), "x.jpg": confident(other, p=0.8)})
+    c = write_index(tmp_path / "c", {"x.jpg": confident(mask + 1, p=0.6), "y.jpg": confident(mask, p=0.6)})
+    table = disagreement([a, b, c], ["a", "b", "c"])
+    assert table.loc["a", "b"] == table.loc["b", "a"] == pytest.approx(2 / 40)  # aligned by name, not position
+    assert table.loc["a", "c"] == pytest.approx(20 / 40) and table.loc["b", "c"] == pytest.approx(20 / 40)
+    assert (np.diag(table) == 0).all()
+    with pytest.raises(ValueError, match="3 members but 2 names"):
+        disagreement([a, b, c], ["a", "b"])
+
+
 def test_inputs_covering_different_images_give_a_clear_error(tmp_path):
     p = np.full((2, 4, 4), 0.5, np.float32)
     a = write_index(tmp_path / "first", {"a.jpg": p, "b.jpg": p})

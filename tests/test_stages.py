@@ -11,6 +11,7 @@ from conftest import confident, write_index
 
 from trashlib import paths, report, stages
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
+from trashlib.compare import SeedResults
 from trashlib.config import TrainConfig
 from trashlib.crf import PRESETS, CRFParams, crf_index
 from trashlib.data import TrashDataset
@@ -175,26 +176,59 @@ def test_apply_recipe_is_the_chain_of_vote_crf_and_overwrite(tiny_root, members)
 def test_stage_table_judges_each_stage_against_the_one_it_builds_on():
     s = {"best single": scores(0.50), "soft vote": scores(0.56), "hard vote": scores(0.55), "+ CRF": scores(0.40)}
     built_on = {"soft vote": "best single", "hard vote": "soft vote", "+ CRF": "soft vote"}
-    table = stage_table(s, built_on, spread=0.01, seeds=3)
+    noise = SeedResults([scores(0.49), scores(0.50), scores(0.51)], seeds=[1, 2, 3])  # spread 0.01
+    table = stage_table(s, built_on, noise=noise)
     assert table["built on"].tolist() == ["-", "best single", "soft vote", "soft vote"]
     np.testing.assert_allclose(table["Δ"].iloc[1:], [0.06, -0.01, -0.16], atol=1e-12)
     np.testing.assert_allclose(table["Δ vs best single"], [0, 0.06, 0.05, -0.10], atol=1e-12)
     assert table["verdict"].tolist() == ["reference", "gain", "tie", "loss"]  # |Δ| < 2 x 0.01: a tie
-    assert stage_table(s, built_on, spread=0.0, seeds=1)["verdict"].tolist()[1:] == ["one seed"] * 3
+    assert stage_table(s, built_on)["verdict"].tolist()[1:] == ["one seed"] * 3
+    assert table["noise"].tolist()[1:] == ["seeds"] * 3  # bare scores: no per-image record to bootstrap
     assert table["small-object recall"].isna().all()  # bare scores: no objects counted
     hits = np.zeros((2, 2, NUM_CLASSES), np.int64)
     hits[:, 1, 4], hits[0, 0, 4] = 2, 1  # 1 of 4 Metal objects found
     counted = {"a": Stage(Recipe(("a",)), None, Evaluation(None, scores(0.5), None, objects=hits)), "b": scores(0.6)}
-    assert stage_table(counted, {"b": "a"}, spread=0.01, seeds=3)["small-object recall"].tolist()[0] == 0.25
+    assert stage_table(counted, {"b": "a"}, noise=noise)["small-object recall"].tolist()[0] == 0.25
     with pytest.raises(ValueError, match="not a stage"):
-        stage_table(s, {"soft vote": "weighted"}, spread=0.01, seeds=3)
+        stage_table(s, {"soft vote": "weighted"}, noise=noise)
     with pytest.raises(ValueError, match="non-finite"):
-        stage_table({"a": scores(float("nan"))}, {}, spread=0.01, seeds=3)
-    text = "\n".join(lessons(table, spread=0.01, seeds=3))
-    assert "hard vote: val mIoU 0.5500, -0.0100 against soft vote - a tie" in text
-    assert "+ CRF: val mIoU 0.4000, -0.1600 against soft vote - a loss" in text
-    assert "Best on val: soft vote (0.5600, +0.0600 against best single, gain)" in text
-    assert "no change can be called" in lessons(table, spread=0.0, seeds=1)[0]
+        stage_table({"a": scores(float("nan"))}, {}, noise=noise)
+    text = "\n".join(lessons(s, table, noise=noise))
+    mde = table.loc["hard vote", "MDE"]
+    assert f"hard vote: val mIoU 0.5500, -0.0100 {table.loc['hard vote', '95% CI']} against soft vote - a tie " \
+           f"(no effect larger than {mde:.4f})" in text
+    assert "+ CRF: val mIoU 0.4000, -0.1600 [" in text and "against soft vote - a loss" in text
+    assert "Best on val: soft vote (0.5600, +0.0600 [" in text and "against best single, gain)" in text
+    assert "no change can be called" in lessons(s, stage_table(s, built_on), noise=None)[0]
+
+
+def test_stages_scored_image_by_image_get_both_sources_of_noise_and_per_class_intervals():
+    from trashlib.evaluation import evaluate_label_maps
+
+    rng = np.random.default_rng(0)
+    masks = [rng.integers(0, 5, size=(16, 16)) for _ in range(12)]
+
+    def stage(flip: float) -> Stage:  # each pixel's label replaced by a random one with probability `flip`
+        preds = [np.where(rng.random(m.shape) < flip, rng.integers(0, 5, size=m.shape), m) for m in masks]
+        evaluation = evaluate_label_maps((f"{i}.jpg", p, m) for i, (p, m) in enumerate(zip(preds, masks)))
+        assert evaluation.confusions.shape == (12, NUM_CLASSES, NUM_CLASSES)
+        assert (evaluation.confusions.sum(0) == evaluation.confusion).all()
+        return Stage(Recipe(("a",)), type("Index", (), {"path": "p"})(), evaluation)
+
+    built = {"best single": stage(0.6), "+ CRF": stage(0.3)}
+    noise = SeedResults([scores(0.30), scores(0.31), scores(0.29)], seeds=[1, 2, 3])
+    table = stage_table(built, {"+ CRF": "best single"}, noise=noise, classes=["Metal", "Battery"])
+    row = table.loc["+ CRF"]
+    assert row["noise"] == "seeds + images" and row["verdict"] == "gain" and row["MDE"] > 0
+    assert row["Δ"] == pytest.approx(built["+ CRF"].scores.miou - built["best single"].scores.miou)
+    assert row["Δ Metal"] > 0 and row["Δ Metal 95% CI"].startswith("[") and np.isnan(row["Δ Battery"])
+    seeds_only = stage_table({k: v.scores for k, v in built.items()}, {"+ CRF": "best single"}, noise=noise)
+    assert seeds_only.loc["+ CRF", "MDE"] < row["MDE"]  # the images add their noise
+    record = stage_records(built, table, noise=noise, classes=["Metal", "Battery"])[1]
+    assert record["delta"] == pytest.approx(row["Δ"]) and record["delta_ci"][0] > 0 and record["verdict"] == "gain"
+    assert record["per_class_delta"]["Battery"] is None and record["per_class_delta"]["Metal"]["mde"] > 0
+    text = "\n".join(lessons(built, table, noise=noise))
+    assert f"+ CRF: val mIoU {row['val mIoU']:.4f}, {row['Δ']:+.4f} {row['95% CI']} against best single - a gain" in text
 
 
 def test_class_deltas_and_the_images_a_step_changes_most():
@@ -235,7 +269,7 @@ def saved_stages(tiny_root, mious=(0.5, 0.6, 0.6, 0.55)):
     names = ["best single", "soft vote", "hard vote", "+ overwrite"]
     built = {n: Stage(r, type("Index", (), {"path": f"/probs/{n}"})(), Evaluation(None, scores(m), None))
              for n, r, m in zip(names, recipes, mious)}
-    table = stage_table(built, {n: names[0] for n in names[1:]}, spread=0.01, seeds=2)
+    table = stage_table(built, {n: names[0] for n in names[1:]})
     return {"data_root": str(tiny_root), "stages": json.loads(json.dumps(report._jsonable(stage_records(built, table))))}
 
 
@@ -265,8 +299,6 @@ def test_pick_stage_follows_the_source(tiny_root, tmp_path):
 
 
 def test_stage_records_and_best_ensemble_are_what_the_report_and_teacher_read(tiny_root):
-    from trashlib.compare import SeedResults
-
     metrics = saved_stages(tiny_root)
     first, last = metrics["stages"][0], metrics["stages"][-1]
     assert first["built_on"] is None and first["delta"] is None and first["verdict"] == "reference"
@@ -277,7 +309,7 @@ def test_stage_records_and_best_ensemble_are_what_the_report_and_teacher_read(ti
                Recipe(("a", "b"), vote="soft", weights=(3, 1), crf=CRFParams())]
     built = {n: Stage(r, type("Index", (), {"path": n})(), Evaluation(None, scores(m), None))
              for n, r, m in zip(names, recipes, [0.5, 0.4, 0.45])}
-    table = stage_table(built, {"soft vote": "best single", "+ CRF": "soft vote"}, spread=0.0, seeds=1)
+    table = stage_table(built, {"soft vote": "best single", "+ CRF": "soft vote"})
     noise = SeedResults([scores(0.5), scores(0.4)], seeds=[1, 2], run_names=["a", "a2"])
     records = stage_records(built, table, noise=noise)
     assert records[0]["val_mIoU_std"] == pytest.approx(np.std([0.5, 0.4], ddof=1)) and records[0]["seeds"] == 2

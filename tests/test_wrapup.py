@@ -111,6 +111,9 @@ def test_ensemble_stages_step_from_what_they_build_on():
     assert stages["soft"].reference == "best single" and stages["soft"].verdict == "one seed"  # no noise known
     assert stages["hard"].reference == "best single" and stages["hard"].delta == pytest.approx(0.01)
     assert stages["hard"].verdict == "gain" and "from 05" in stages["hard"].note
+    m5["stages"][2].update(delta=0.01, delta_ci=[-0.004, 0.024], mde=0.02, noise="seeds + images", verdict="tie")
+    hard = {s.name: s for s in collect_stages({"05_crf_ensemble": m5})}["hard"]
+    assert hard.verdict == "tie" and hard.note == "95% interval [-0.004, +0.024], MDE 0.020 (noise: seeds + images)"
 
 
 def test_a_trunk_that_pasted_is_named_beside_04s_steps(reports):
@@ -130,3 +133,12 @@ def test_a_variant_step_takes_its_notebooks_own_interval():
     rare.update(delta=0.0003, delta_ci=[0.0001, 0.0005], mde=0.0002, noise="seeds + images", verdict="gain")
     paired = next(s for s in collect_stages({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
     assert paired.verdict == "gain" and "[+0.000, +0.001], MDE 0.000 (noise: seeds + images)" in paired.note
+
+
+def test_the_seeds_delta_is_read_from_its_published_table():
+    from trashlib.published import seed_delta
+
+    assert seed_delta("copy-paste, offline") == pytest.approx(-0.05)
+    assert seed_delta("pseudo labels (hard, every test pixel)", "Swin-L") == pytest.approx(0.75 - 0.7718)
+    with pytest.raises(KeyError, match="known: .*DenseCRF on the ensemble"):
+        seed_delta("best single model")  # no before: not a step

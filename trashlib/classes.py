@@ -48,6 +48,11 @@ COMPETITION_COUNTS: dict[str, int] = {
     "Clothing": 177,
 }
 
+# The five classes with the fewest annotations there, in class order: what copy-paste and the consensus
+# overwrite exist for, and what every comparison reports per class.
+RARE_CLASSES: tuple[str, ...] = tuple(n for n in CLASS_NAMES if n in sorted(COMPETITION_COUNTS,
+                                                                              key=COMPETITION_COUNTS.get)[:5])
+
 
 def class_id(name: str) -> int:
     """The category_id of a class name (case-insensitive); raises KeyError listing the names."""

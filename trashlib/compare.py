@@ -15,7 +15,8 @@ The one rule every comparison of the report follows:
   at the 5% level, (t_0.975 + t_0.80) x its standard error;
 - a variant measured on fewer than 2 seeds gets no verdict but "one seed" (no estimate of training noise).
 
-`Contrast` applies the rule; `contrast` measures one from two `SeedResults`, `Contrast.from_spread`
+`Contrast` applies the rule; `contrast` measures one from two `SeedResults`, `image_contrast` from two
+sets of predictions of the same images (post-processing, which trains nothing), `Contrast.from_spread`
 from a seed spread alone (the comparisons that have nothing else); `compare_table` builds the table and
 `variant_record` is what notebooks save to reports/metrics. A run records the confusion matrix of every
 val image of its final evaluation (`trashlib.training`), which is what the bootstrap resamples.
@@ -32,7 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from trashlib.classes import CLASS_NAMES
-from trashlib.metrics import Scores, class_iou, object_recall
+from trashlib.metrics import Scores, class_iou, miou, object_recall
 
 LEVEL = 0.95        # the interval's coverage
 POWER = 0.80        # the chance of finding a true effect of the MDE
@@ -183,6 +184,24 @@ def verdict(delta: float, spread: float, *, seeds: int = 2) -> str:
     return Contrast.from_spread(delta, spread, seeds=seeds).verdict
 
 
+def against_claim(judged: Contrast, claimed: float, *, who: str = "the seed") -> str:
+    """One sentence on what a measured Δ says about a claimed one: whether the claim lies in its 95%
+    interval, and, for a tie, whether the design could have seen an effect of the claimed size (its MDE)."""
+    if not math.isfinite(claimed):
+        raise ValueError(f"the claimed effect must be finite, got {claimed!r}")
+    if judged.noise == "none" or judged.seeds < 2:
+        return f"{who} claimed {claimed:+.4f}; measured {judged.delta:+.4f} without an interval: no test of the claim"
+    lo, hi = judged.ci
+    where = "inside" if lo <= claimed <= hi else "outside"
+    text = f"{who} claimed {claimed:+.4f}; measured {judged.delta:+.4f} [{lo:+.4f}, {hi:+.4f}], the claim {where} it"
+    if judged.verdict == "tie":
+        if abs(claimed) < judged.mde:
+            return text + f"; the claim is below this design's MDE {judged.mde:.4f}, so the tie cannot tell"
+        return text + f"; an effect that large would show 80% of the time (MDE {judged.mde:.4f}) and did not"
+    same = (judged.delta > 0) == (claimed > 0)
+    return text + ("; a " + judged.verdict + (" in the claimed direction" if same else " against the claim"))
+
+
 def _pairs(arm: SeedResults, ref: SeedResults) -> list[tuple[int, int]]:
     """Positions (in arm, in ref) of the runs that share a seed; by position when seeds are not recorded."""
     if arm.seeds and ref.seeds:
@@ -254,6 +273,45 @@ def contrast(arm: SeedResults, ref: SeedResults, *, classes: Sequence[str] = (),
             var_train=None if var_class is None else finite(var_class[i]), df_train=max(1, n - 1),
             var_eval=None if var_eval_class is None else finite(var_eval_class[i]))
     return main, out
+
+
+def image_contrast(arm: np.ndarray, ref: np.ndarray, *, noise: SeedResults | None = None,
+                   classes: Sequence[str] = (), draws: int = BOOTSTRAP,
+                   seed: int = 0) -> tuple[Contrast, dict[str, Contrast | None]]:
+    """Δ val mIoU of one set of predictions against another of the same images (each given as its per-image
+    confusion matrices, (images, C, C), in the same order), and the same for the IoU of each class in `classes`.
+
+    For what changes no training, such as post-processing one model's output (05's stages): the evaluation
+    noise comes from a paired bootstrap over the images. The training noise cannot be measured by pairing
+    here, so `noise`, the seeds of the runs the predictions start from, stands in for it: the variance of a
+    difference of two means over those seeds (`Contrast.from_spread`), per class from each class's spread.
+    Without `noise` (or with one seed) the verdict is "one seed".
+    """
+    arm, ref = np.asarray(arm), np.asarray(ref)
+    if arm.shape != ref.shape or arm.ndim != 3 or arm.shape[1] != arm.shape[2] or not len(arm):
+        raise ValueError(f"two stacks of per-image confusion matrices of the same images are needed, got shapes "
+                         f"{arm.shape} and {ref.shape}")
+    (m_a, iou_a), (m_r, iou_r) = miou(arm.sum(0)), miou(ref.sum(0))
+    var_eval, var_eval_class = _boot_variance(arm[None], ref[None], draws=draws, seed=seed)
+    seeds = 1 if noise is None else len(noise.scores)
+    trained = noise is not None and seeds > 1
+
+    def judged(d: float, spread: float, var_images: float) -> Contrast:
+        var_train = 2 * spread ** 2 / seeds if trained and math.isfinite(spread) else None
+        return Contrast(d, seeds, var_train=var_train, df_train=2 * (seeds - 1) if trained else math.inf,
+                        var_eval=var_images if math.isfinite(var_images) else None)
+
+    out = {}
+    if classes:
+        with warnings.catch_warnings():  # a class empty on all but one seed has no spread
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spreads = np.full(len(iou_a), np.nan) if not trained else np.nanstd(np.stack(
+                [np.asarray(s.per_class_iou, np.float64) for s in noise.scores]), axis=0, ddof=1)
+        for c in classes:
+            i = CLASS_NAMES.index(c)
+            d = float(iou_a[i] - iou_r[i])
+            out[c] = judged(d, float(spreads[i]), float(var_eval_class[i])) if math.isfinite(d) else None
+    return judged(m_a - m_r, noise.std if trained else math.nan, var_eval), out
 
 
 def _as_results(value) -> SeedResults:

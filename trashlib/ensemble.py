@@ -6,7 +6,8 @@ data/interim/probs/ensemble-<name>/<data>_<split>-<vote>-<hash>/, whose settings
 folders and settings and the weights, so an identical ensemble is found and reused. Only one image's
 maps are in memory at a time: peak memory does not grow with the number of images (the peers' soft
 vote preallocated a dataset-sized array, about 4.7 GB in float16 for 819 images at 512).
-`fit_weights` searches soft-vote weights that maximise mIoU on a labelled split, also streamed.
+`fit_weights` searches soft-vote weights that maximise mIoU on a labelled split, also streamed;
+`disagreement` measures how different the members are.
 """
 from __future__ import annotations
 
@@ -61,6 +62,26 @@ def positions(indices, items) -> list[list[int]]:
         where = {name: i for i, name in enumerate(index.file_names)}
         out.append([where[n] for n in names])
     return out
+
+
+def disagreement(indices, names=None, *, progress: bool = False) -> pd.DataFrame:
+    """How different the members are: for each pair, the share of pixels of their common images where
+    their labels (argmax) differ; (members x members), 0 on the diagonal. Members that never disagree add
+    nothing to a vote; the seed's members were different architectures."""
+    items = aligned_items(indices)
+    where = positions(indices, items)
+    names = [str(index.path.name) for index in indices] if names is None else list(names)
+    if len(names) != len(indices):
+        raise ValueError(f"{len(indices)} members but {len(names)} names")
+    n = len(indices)
+    differ, pixels = np.zeros((n, n), np.int64), 0
+    for j in tqdm(range(len(items)), desc="disagreement", unit="img", disable=not progress):
+        labels = [index.argmax(where[m][j]) for m, index in enumerate(indices)]
+        pixels += labels[0].size
+        for a in range(n):
+            for b in range(a + 1, n):
+                differ[a, b] = differ[b, a] = differ[a, b] + int((labels[a] != labels[b]).sum())
+    return pd.DataFrame(differ / max(pixels, 1), index=names, columns=names)
 
 
 # -- votes on arrays --------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class Evaluation:
     images: int | None = None        # images scored
     split_images: int | None = None  # images in the split (None: not known)
     objects: np.ndarray | None = None  # small objects found and there per image, (images, 2, classes)
+    confusions: np.ndarray | None = None  # each image's confusion matrix, (images, classes, classes)
 
     @property
     def small_object_recall(self) -> float | None:
@@ -73,20 +74,25 @@ class Evaluation:
 
 def evaluate_label_maps(pairs, *, num_classes: int = NUM_CLASSES, objects=None) -> Evaluation:
     """Evaluate an iterable of (file_name, pred HxW, mask HxW) triples, streaming; with `objects` (per
-    triple, in order, its image's small objects: `data.instances.small_objects`), count those found too."""
+    triple, in order, its image's small objects: `data.instances.small_objects`), count those found too.
+    Each image's confusion matrix is kept (`Evaluation.confusions`: what a paired bootstrap over the
+    images resamples, `compare.image_contrast`)."""
     meter = ConfusionMeter(num_classes=num_classes)
-    rows, hits = [], []
+    rows, hits, per_image = [], [], []
     for i, (name, pred, mask) in enumerate(pairs):
         if objects is not None:
             hits.append(object_hits(pred, objects[i], num_classes=num_classes))
         cm = confusion_matrix(pred, mask, num_classes=num_classes)
         meter.confusion += cm
+        per_image.append(cm)
         total = cm.sum()
         rows.append({"index": i, "file_name": name, "mIoU": miou(cm)[0],
                      "pixel_accuracy": float(np.trace(cm) / total) if total else np.nan})
     if objects is not None:
         objects = np.stack(hits) if hits else np.zeros((0, 2, num_classes), np.int64)
-    return Evaluation(meter.confusion, scores(meter.confusion), pd.DataFrame(rows), images=len(rows), objects=objects)
+    confusions = np.stack(per_image) if per_image else np.zeros((0, num_classes, num_classes), np.int64)
+    return Evaluation(meter.confusion, scores(meter.confusion), pd.DataFrame(rows), images=len(rows), objects=objects,
+                      confusions=confusions)
 
 
 def evaluate_index(index, data_root=None, split: str = "val", *, subset: bool = False,

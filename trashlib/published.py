@@ -27,6 +27,16 @@ SEED_RESULTS = (
 )
 
 
+def seed_delta(experiment: str, model: str | None = None) -> float:
+    """The seed's Δ (after - before) of one experiment of `SEED_RESULTS` (its first row, or `model`'s)."""
+    for name, who, before, after, _ in SEED_RESULTS:
+        if name == experiment and before is not None and (model is None or who == model):
+            return after - before
+    known = sorted({r[0] for r in SEED_RESULTS if r[2] is not None})
+    raise KeyError(f"no seed result with a before and after for {experiment!r}"
+                   + (f" ({model})" if model else "") + f"; known: {', '.join(known)}")
+
+
 def _pick(variants: dict, *words) -> str | None:
     """The first variant whose name contains every word (case-insensitive)."""
     for name in variants:

@@ -3,10 +3,11 @@
 Notebook 05 scores a chain of stages (best single run -> soft vote -> weighted -> hard vote -> + CRF ->
 + overwrite) on one val set, each a `trashlib.recipe.Recipe`. `collect_runs` finds the runs that the
 training notebooks reported, grouped so that seeds share a group; `rank_runs` orders them by their own
-recorded evaluation. `stage_table` gives each stage's mIoU, its change against the stage it builds on
-and the verdict of `trashlib.compare` (the noise: the spread over the seeds of the best single run's
-group); `class_deltas` does the same per class, `crf_changes` finds the images a step helps or hurts
-most, and `lessons` writes the closing sentences from the numbers. (`trashlib.recipe.pick_stage` chooses the
+recorded evaluation. `judge_stages` judges each stage against the stage it builds on by the rule of
+`trashlib.compare` (a paired bootstrap over the scored images, with the spread over the seeds of the best
+single run's group standing in for the training noise); `stage_table` tabulates it, with the rare classes'
+changes and their intervals; `class_deltas` gives every class's change, `crf_changes` finds the images a
+step helps or hurts most, and `lessons` writes the closing sentences from the numbers. (`trashlib.recipe.pick_stage` chooses the
 stage notebook 07 submits from what 05 saved.)
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from trashlib.classes import CLASS_NAMES
-from trashlib.compare import Contrast, verdict
+from trashlib.compare import Contrast, SeedResults, image_contrast
 from trashlib.crf import CRFParams, crf_preset
 from trashlib.data import resolve_data_root
 from trashlib.evaluation import Evaluation, evaluate_index
@@ -133,13 +134,47 @@ def _scores(value) -> Scores:
 
 
 # -- the stage table -------------------------------------------------------------------------------
-def stage_table(stages: dict, built_on: dict, *, spread: float, seeds: int) -> pd.DataFrame:
-    """One row per stage, in order: val mIoU, the stage it builds on, Δ against it, Δ against the first
-    stage, and its 95% interval, MDE and verdict under the noise `spread` measured over `seeds` seeds
-    (`compare.Contrast.from_spread`), and the share of the small objects it finds (NaN for bare Scores).
+def _confusions(value) -> np.ndarray | None:
+    return value.evaluation.confusions if isinstance(value, Stage) else None
+
+
+def judge_stages(stages: dict, built_on: dict, *, noise: SeedResults | None = None,
+                 classes=()) -> dict[str, tuple[Contrast, dict[str, Contrast | None]]]:
+    """Each stage that builds on another, judged against it by the rule of `trashlib.compare`: {stage:
+    (Contrast of Δ val mIoU, {class: Contrast of its Δ IoU})}.
+
+    Two stages scored image by image on the same images get both sources of noise
+    (`compare.image_contrast`: a paired bootstrap over the images, and the seeds of `noise` standing in
+    for the training noise); bare `metrics.Scores` get the seeds' alone (`Contrast.from_spread`).
+    """
+    scores = {name: _scores(v) for name, v in stages.items()}
+    seeds = 1 if noise is None else len(noise.scores)
+    out = {}
+    for name, value in stages.items():
+        base = built_on.get(name)
+        if base is None:
+            continue
+        if base not in stages:
+            raise ValueError(f"stage {name!r} builds on {base!r}, which is not a stage: {', '.join(stages)}")
+        mine, theirs = _confusions(value), _confusions(stages[base])
+        if mine is not None and theirs is not None and mine.shape == theirs.shape and len(mine):
+            out[name] = image_contrast(mine, theirs, noise=noise, classes=classes)
+        else:
+            delta = scores[name].miou - scores[base].miou
+            out[name] = (Contrast.from_spread(delta, 0.0 if noise is None else noise.std, seeds=seeds),
+                         {c: None for c in classes})
+    return out
+
+
+def stage_table(stages: dict, built_on: dict, *, noise: SeedResults | None = None, classes=()) -> pd.DataFrame:
+    """One row per stage, in order: val mIoU, the stage it builds on, Δ against it with its 95% interval,
+    MDE, the noise the interval holds and the verdict (`judge_stages`), Δ against the first stage, the
+    share of the small objects it finds (NaN for bare Scores), and for each of `classes` its IoU and Δ IoU
+    with interval.
 
     `stages` maps stage names to `Stage`s (or `metrics.Scores`); `built_on` maps a stage to the stage
-    it changes (None or absent: a reference, normally the first).
+    it changes (None or absent: a reference, normally the first); `noise` is the seeds of the runs the
+    stages start from (None: one seed, no verdicts).
     """
     scores = {name: _scores(v) for name, v in stages.items()}
     if not scores:
@@ -147,23 +182,28 @@ def stage_table(stages: dict, built_on: dict, *, spread: float, seeds: int) -> p
     bad = [name for name, s in scores.items() if not math.isfinite(s.miou)]
     if bad:
         raise ValueError(f"stages with a non-finite mIoU: {bad}")
+    judged = judge_stages(stages, built_on, noise=noise, classes=classes)
     first = next(iter(scores))
     rows = []
     for name, s in scores.items():
-        base = built_on.get(name)
-        if base is not None and base not in scores:
-            raise ValueError(f"stage {name!r} builds on {base!r}, which is not a stage: {', '.join(scores)}")
-        delta = np.nan if base is None else s.miou - scores[base].miou
-        judged = None if base is None else Contrast.from_spread(delta, spread, seeds=seeds)
+        main, by_class = judged.get(name, (None, {}))
+        shown = main is not None and main.noise != "none"
         recall = stages[name].evaluation.small_object_recall if isinstance(stages[name], Stage) else None
-        rows.append({"stage": name, "val mIoU": s.miou, "built on": base or "-", "Δ": delta,
-                     "95% CI": "" if judged is None or seeds < 2 else "[{:+.4f}, {:+.4f}]".format(*judged.ci),
-                     "MDE": np.nan if judged is None or seeds < 2 else judged.mde,
-                     f"Δ vs {first}": s.miou - scores[first].miou,
-                     "verdict": "reference" if judged is None else judged.verdict,
-                     "small-object recall": np.nan if recall is None else recall})
+        row = {"stage": name, "val mIoU": s.miou, "built on": built_on.get(name) or "-",
+               "Δ": np.nan if main is None else main.delta,
+               "95% CI": "[{:+.4f}, {:+.4f}]".format(*main.ci) if shown else "",
+               "MDE": main.mde if shown else np.nan, "noise": "" if main is None else main.noise,
+               "verdict": "reference" if main is None else main.verdict,
+               f"Δ vs {first}": s.miou - scores[first].miou,
+               "small-object recall": np.nan if recall is None else recall}
+        for c in classes:
+            k = by_class.get(c)
+            row[f"IoU {c}"] = float(s.per_class_iou[CLASS_NAMES.index(c)])
+            row[f"Δ {c}"] = np.nan if k is None else k.delta
+            row[f"Δ {c} 95% CI"] = "[{:+.3f}, {:+.3f}]".format(*k.ci) if k is not None and k.noise != "none" else ""
+        rows.append(row)
     table = pd.DataFrame(rows).set_index("stage")
-    table.attrs["seeds"] = seeds
+    table.attrs["seeds"] = 1 if noise is None else len(noise.scores)
     return table
 
 
@@ -215,16 +255,26 @@ def plot_stages(table: pd.DataFrame, *, mean: float | None = None, spread: float
     return fig
 
 
-def stage_records(stages: dict, table: pd.DataFrame, *, noise=None) -> list[dict]:
+def stage_records(stages: dict, table: pd.DataFrame, *, noise: SeedResults | None = None, classes=()) -> list[dict]:
     """The `stages` list of the metrics file: name, val_mIoU, per_class_iou, small_object_recall, built_on,
-    delta, verdict, runs, recipe (what rebuilds the stage on another split) and index (its folder of the
-    val set). `noise`, the `compare.SeedResults` of the first stage's seeds, adds its val_mIoU_std and seeds
-    to the first record."""
-    records = [{"name": name, "val_mIoU": s.scores.miou, "per_class_iou": s.scores.as_dict()["per_class_iou"],
-                "small_object_recall": s.evaluation.small_object_recall,
-                "built_on": None if table.loc[name, "built on"] == "-" else table.loc[name, "built on"],
-                "delta": table.loc[name, "Δ"], "verdict": table.loc[name, "verdict"], "runs": list(s.recipe.members),
-                "recipe": s.recipe.as_dict(), "index": str(s.index.path)} for name, s in stages.items()]
+    runs, recipe (what rebuilds the stage on another split) and index (its folder of the val set); for a
+    stage that builds on another, delta, delta_ci, mde, noise and verdict (`compare.Contrast.as_dict`) and
+    per_class_delta (each of `classes`: the same, None where the class is empty), as `table` judged them
+    under `noise`; else delta None and verdict "reference". `noise`, the `compare.SeedResults` of the
+    first stage's seeds, also adds its val_mIoU_std, seeds and seed_runs to the first record."""
+    built_on = {name: None if table.loc[name, "built on"] == "-" else table.loc[name, "built on"] for name in stages}
+    judged = judge_stages(stages, built_on, noise=noise, classes=classes)
+    records = []
+    for name, s in stages.items():
+        record = {"name": name, "val_mIoU": s.scores.miou, "per_class_iou": s.scores.as_dict()["per_class_iou"],
+                  "small_object_recall": s.evaluation.small_object_recall, "built_on": built_on[name],
+                  "delta": None, "verdict": "reference", "runs": list(s.recipe.members),
+                  "recipe": s.recipe.as_dict(), "index": str(s.index.path)}
+        if name in judged:
+            main, by_class = judged[name]
+            record.update(main.as_dict())
+            record["per_class_delta"] = {c: None if k is None else k.as_dict() for c, k in by_class.items()}
+        records.append(record)
     if noise is not None and records:
         records[0].update(val_mIoU_std=noise.std, seeds=len(noise.scores), seed_runs=list(noise.run_names))
     return records
@@ -243,21 +293,32 @@ def best_ensemble(stages: dict) -> dict | None:
             "overwrite": None if r.overwrite is None else {"k": r.overwrite, "max_area": r.max_area}}
 
 
-def lessons(table: pd.DataFrame, *, spread: float, seeds: int) -> list[str]:
-    """The closing sentences, written from the numbers: each stage's change and verdict, the noise, the winner."""
-    first = table.index[0]
-    noise = Contrast.from_spread(0.0, spread, seeds=seeds)
-    out = [f"Noise: the spread over {seeds} seeds is {spread:.4f}, so a change within ±{noise.ci[1]:.4f} is a tie "
-           f"(the 95% interval of a difference), and the smallest change this design detects is {noise.mde:.4f}."
-           if seeds > 1 else
-           "Noise: only one seed of the best single run, so no change can be called a gain or a loss here."]
+def lessons(stages: dict, table: pd.DataFrame, *, noise: SeedResults | None = None) -> list[str]:
+    """The closing sentences, written from the numbers: the noise, each stage's change with its interval and
+    verdict (a tie as "no effect larger than" its MDE), and the best stage judged against the first."""
+    first, seeds = table.index[0], int(table.attrs.get("seeds", 1))
+    out = [f"Noise: each change's 95% interval holds the choice of the scored images (a paired bootstrap) and "
+           f"the spread over {seeds} seeds of the runs the stages start from; the MDE is the smallest change "
+           f"each comparison finds 80% of the time." if seeds > 1 else
+           "Noise: only one seed of the runs the stages start from, so no change can be called a gain or a loss here."]
+
+    def judged(row) -> str:
+        verdict_ = row["verdict"]
+        if verdict_ == "tie":
+            return f"a tie (no effect larger than {row['MDE']:.4f})" if math.isfinite(row["MDE"]) else "a tie"
+        return {"gain": "a gain", "loss": "a loss"}.get(verdict_, "no verdict (one seed)")
+
     for name, row in table.iloc[1:].iterrows():
-        word = {"gain": "a gain", "loss": "a loss", "tie": "a tie (within noise)"}.get(row["verdict"],
-                                                                                    "no verdict (one seed)")
-        out.append(f"{name}: val mIoU {row['val mIoU']:.4f}, {row['Δ']:+.4f} against {row['built on']} - {word}.")
+        ci = f" {row['95% CI']}" if row["95% CI"] else ""
+        out.append(f"{name}: val mIoU {row['val mIoU']:.4f}, {row['Δ']:+.4f}{ci} against {row['built on']} - "
+                   f"{judged(row)}.")
     best = table["val mIoU"].idxmax()
     delta = table.loc[best, "val mIoU"] - table.loc[first, "val mIoU"]
-    judged = verdict(delta, spread, seeds=seeds) if best != first else "reference"
-    out.append(f"Best on val: {best} ({table.loc[best, 'val mIoU']:.4f}, {delta:+.4f} against {first}"
-               + ("" if best == first else f", {judged}") + ").")
+    if best == first:
+        out.append(f"Best on val: {best} ({table.loc[best, 'val mIoU']:.4f}).")
+    else:
+        main, _ = judge_stages({first: stages[first], best: stages[best]}, {best: first}, noise=noise)[best]
+        ci = "" if main.noise == "none" else " [{:+.4f}, {:+.4f}]".format(*main.ci)
+        out.append(f"Best on val: {best} ({table.loc[best, 'val mIoU']:.4f}, {delta:+.4f}{ci} against {first}, "
+                   f"{main.verdict}).")
     return out

@@ -5,8 +5,9 @@ Stages, in order: baseline (02) -> best backbone (03) -> copy-paste (04) -> ense
 on its own: the baseline, the first 05 stage, the submission) or a **step** against its own paired
 reference: 03's best model against the baseline row of its table, 04 and 06's best variant against
 their "none" arm, each 05 stage against the one before. A step's verdict follows `trashlib.compare`:
-a tie when its 95% interval holds 0; 04 and 06 record their own (seeds paired, the val images
-resampled), with the interval and MDE; otherwise the interval comes from the seed spreads. Where a
+a tie when its 95% interval holds 0; 04, 05 and 06 record their own (seeds paired, or standing in for
+05's post-processing, and the val images resampled), with the interval and MDE; otherwise the interval
+comes from the seed spreads. Where a
 step has no spread of its own (single-seed models, 05's deterministic post-processing), 02's seed
 spread stands in as the noise, and the stage says so.
 A notebook without metrics gives a stage marked "not run"; one whose metrics do not have the
@@ -128,12 +129,17 @@ def _variants(m: dict, name: str, notebook: str) -> Stage:
                   runs=list(v.get("run_names") or []), per_class_iou=v.get("per_class_iou"))
     stage.seeds = min(stage.seeds, len(variants[ref].get("seeds") or []) or 1)
     _step(stage, ref, variants[ref].get("val_mIoU_mean"), variants[ref].get("val_mIoU_std"), None)
-    ci, mde = v.get("delta_ci"), _num(v.get("mde"))
-    if v.get("verdict") in ("gain", "loss", "tie", "one seed") and stage.delta is not None and isinstance(ci, list) \
-            and len(ci) == 2 and all(_num(x) is not None for x in ci) and mde is not None:
-        # the notebook's own contrast: seeds paired, and the val images' noise where it was recorded
-        stage.verdict = v["verdict"]
-        stage.note = f"95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}], MDE {mde:.3f} (noise: {v.get('noise', 'seeds')})"
+    return _recorded(stage, v)
+
+
+def _recorded(stage: Stage, record: dict) -> Stage:
+    """The notebook's own contrast, where its record has one (`compare.Contrast.as_dict`: verdict, delta_ci,
+    mde, noise): its verdict, and its interval and MDE in the note."""
+    ci, mde = record.get("delta_ci"), _num(record.get("mde"))
+    if record.get("verdict") in ("gain", "loss", "tie", "one seed") and stage.delta is not None \
+            and isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci) and mde is not None:
+        stage.verdict = record["verdict"]
+        stage.note = f"95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}], MDE {mde:.3f} (noise: {record.get('noise', 'seeds')})"
     return stage
 
 
@@ -152,7 +158,7 @@ def _ensemble_stages(m: dict, noise) -> list[Stage]:
         _step(stage, ref.name, ref.value, ref.spread, noise)
         if s.get("verdict") in ("gain", "loss", "tie", "one seed") and stage.delta is not None:
             stage.verdict, stage.note = s["verdict"], "verdict from 05 (noise: its best run's seeds)"
-        out.append(stage)
+        out.append(_recorded(stage, s))
     return out
 
 
