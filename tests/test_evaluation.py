@@ -82,3 +82,27 @@ def test_an_index_is_scored_with_the_share_of_small_objects_it_finds(tmp_path):
     assert evaluate_index(right, root, "val").small_object_recall == 1.0
     evaluation = evaluate_index(blank, root, "val")
     assert evaluation.small_object_recall == 0.0 and evaluation.objects.shape == (len(val), 2, 11)
+
+
+def test_learning_curves_put_models_on_one_clock_and_compare_at_the_common_time():
+    from types import SimpleNamespace
+
+    from trashlib.evaluation import at_equal_time, learning_curves
+
+    def run(model, per_step, evals):
+        train = pd.DataFrame({"step": [1, 2, 3, 4], "time": [per_step * s + (5 if s > 2 else 0) for s in range(1, 5)]})
+        return SimpleNamespace(name=f"{model}_run", config=SimpleNamespace(model=model, batch_size=4, grad_accum=2),
+                               metrics=lambda kind: [{"step": s, "mIoU": v} for s, v in evals],
+                               metrics_frame=lambda kind: train)
+
+    fast = run("fast", 0.5, [(10, 0.10), (20, 0.20), (40, 0.30)])   # 5, 10, 20 s
+    slow = run("slow", 2.0, [(4, 0.05), (6, 0.15), (8, 0.25)])      # 8, 12, 16 s (the 5 s pause is no step time)
+    curves = learning_curves([fast, slow])
+    assert curves["images seen"].tolist() == [80, 160, 320, 32, 48, 64]
+    np.testing.assert_allclose(curves["train seconds"], [5, 10, 20, 8, 12, 16])
+    common, values = at_equal_time(curves)
+    assert common == 16 and values.to_dict() == {"fast": 0.20, "slow": 0.25}  # fast's last evaluation by 16 s
+    late = run("late", 1.0, [(30, 0.4)])   # first evaluated after the common time
+    assert np.isnan(at_equal_time(learning_curves([fast, slow, late]))[1]["late"])
+    with pytest.raises(ValueError, match="no evaluations"):
+        at_equal_time(learning_curves([]))

@@ -34,6 +34,11 @@ def _profile(tmp_path, text: str):
     ("branch:\n  seed: 3\n", ["branch sets ['seed']", "once per seed in `seeds`"]),   # arms take seeds from `seeds`
     ("branch:\n  stepz: 3\n", ["branch", "stepz"]),
     ("seeds: [0, 0]\n", ["seeds must be a list of distinct non-negative integers"]),
+    # 03's from-scratch models: each a model name with a budget of its own
+    (f"notebooks:\n  {BACKBONES}:\n    scratch_models: {{segformr: {{steps: 3}}}}\n",
+     [f"notebooks.{BACKBONES}.scratch_models names 'segformr'", "segformer"]),
+    (f"notebooks:\n  {BACKBONES}:\n    scratch_models: {{segformer: {{stepz: 3}}}}\n",
+     [f"notebooks.{BACKBONES}.scratch_models.segformer", "stepz"]),
 ])
 def test_a_key_that_is_no_parameter_or_config_field_is_an_error_naming_the_file(tmp_path, text, names):
     path = _profile(tmp_path, text)

@@ -617,6 +617,41 @@ def test_branch_continues_the_trunks_adam_moments_under_its_own_learning_rate(ti
     assert all(group["initial_lr"] in (1e-5, 1e-5 * branch.config.backbone_lr_mult) for group in optim["param_groups"])
 
 
+def test_semask_grows_from_a_swin_trunk_with_fresh_semantic_layers(tiny_root):
+    from trashlib.checkpoint import load_training_state
+    from trashlib.models import build_model
+    from trashlib.parameters import branch_config
+    from trashlib.training import train
+    from trashlib.training.loop import make_optimizer
+
+    swin = dict(model="mask2former-swin", size="tiny", image_size=64, work_size=64, scale_range=(1.0, 1.0),
+                batch_size=2, lr=1e-3, mixed_precision="no")
+    torch.manual_seed(0)
+    trunk = train(small_cfg(tiny_root, steps=2, eval_every=None, **swin), progress=False)
+    grown = train(branch_config(trunk, {"steps": 1, "lr": 1e-12, "weight_decay": 0.0}, seed=1, model="semask-swin"),
+                  progress=False)
+    before, after = trunk.weights("last"), grown.weights("last")
+    new = [k for k in after if ".semantic_layer." in k]
+    assert new and set(after) - set(before) == set(new)
+    for k, v in before.items():  # every trunk weight carried over
+        torch.testing.assert_close(after[k], v, rtol=0, atol=1e-6)
+    assert all(float(after[k]) == pytest.approx(0, abs=1e-9) for k in new if k.endswith("gamma"))  # the identity
+    # the trunk's moments go on for its parameters (3 steps), the semantic layers' start with the branch (1)
+    semask = build_model("semask-swin", size="tiny")
+    order = [dict((id(p), n) for n, p in semask.named_parameters())[id(p)]
+             for g in make_optimizer(semask, grown.config).param_groups for p in g["params"]]
+    swin_model = build_model("mask2former-swin", size="tiny")
+    trunk_order = [dict((id(p), n) for n, p in swin_model.named_parameters())[id(p)]
+                   for g in make_optimizer(swin_model, trunk.config).param_groups for p in g["params"]]
+    assert [n for n in order if ".semantic_layer." not in n] == trunk_order
+    _, optim, _ = load_training_state(grown.path / "checkpoints")
+    steps = {order[i]: float(entry["step"]) for i, entry in optim["state"].items()}
+    assert {v for n, v in steps.items() if ".semantic_layer." in n} == {1.0}
+    assert {v for n, v in steps.items() if ".semantic_layer." not in n} == {3.0}
+    with pytest.raises(ValueError, match=r"its weights do not fit segformer-tiny \(.* e\.g\. "):
+        train(branch_config(trunk, {"steps": 1}, seed=1, model="segformer"), progress=False)
+
+
 def test_branch_of_a_missing_or_unfinished_trunk_is_refused(tiny_root):
     from trashlib.training import train
 

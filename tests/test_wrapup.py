@@ -142,3 +142,13 @@ def test_the_seeds_delta_is_read_from_its_published_table():
     assert seed_delta("pseudo labels (hard, every test pixel)", "Swin-L") == pytest.approx(0.75 - 0.7718)
     with pytest.raises(KeyError, match="known: .*DenseCRF on the ensemble"):
         seed_delta("best single model")  # no before: not a step
+
+
+def test_the_best_backbone_takes_03s_own_interval():
+    grown = _variant([0.301, 0.309, 0.306], ["g", "h", "i"])
+    m3 = {"models": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "semask-swin": grown}}
+    stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    assert stage.what == "semask-swin" and stage.reference == "none" and "interval" not in stage.note
+    grown.update(delta=0.0003, delta_ci=[-0.004, 0.005], mde=0.006, noise="seeds + images", verdict="tie")
+    stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    assert stage.verdict == "tie" and stage.note == "95% interval [-0.004, +0.005], MDE 0.006 (noise: seeds + images)"

@@ -201,6 +201,31 @@ def learning_curve(run) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "minutes", "val mIoU", *CLASS_NAMES])
 
 
+def learning_curves(runs) -> pd.DataFrame:
+    """Runs' evaluations on one clock: model, step, images seen, training seconds (steps x the run's median
+    seconds per step, so evaluation pauses do not count) and val mIoU; one row per evaluation, for
+    comparing models at equal CPU time (`at_equal_time`)."""
+    rows = []
+    for run in runs:
+        per_step = train_seconds_per_step(run)
+        for r in run.metrics("eval"):
+            rows.append({"model": run.config.model, "run": run.name, "step": r["step"],
+                         "images seen": r["step"] * run.config.batch_size * run.config.grad_accum,
+                         "train seconds": r["step"] * per_step, "val mIoU": r["mIoU"]})
+    return pd.DataFrame(rows, columns=["model", "run", "step", "images seen", "train seconds", "val mIoU"])
+
+
+def at_equal_time(curves: pd.DataFrame) -> tuple[float, pd.Series]:
+    """The longest training time every curve reached, and each model's last val mIoU at or before it
+    (NaN for a model not evaluated by then)."""
+    if curves.empty:
+        raise ValueError("no evaluations to compare")
+    common = float(curves.groupby("model")["train seconds"].max().min())
+    reached = curves[curves["train seconds"] <= common * (1 + 1e-9)].sort_values("train seconds", kind="stable")
+    values = reached.groupby("model", sort=False)["val mIoU"].last()
+    return common, values.reindex(curves["model"].unique())
+
+
 def score_split(run, data_root=None, split: str = "train", *, max_images: int | None = None,
                 which: str = "last") -> Scores:
     """A run's scores on (the first images of) any labelled split, at its working resolution, no TTA.

@@ -25,6 +25,7 @@ import yaml
 from trashlib import paths
 from trashlib.config import TrainConfig
 from trashlib.inference import TTA
+from trashlib.models import MODELS
 from trashlib.notebook_cell import declared_parameters, kind_problem, non_finite, notebook_parameter_names, show
 
 PROFILES_DIR = paths.PACKAGE_DIR / "profiles"
@@ -225,8 +226,8 @@ def _value_problem(prof: dict, where: str, param, value) -> str | None:
     """Why a profile's value (at `where`) cannot be given to a notebook parameter, else None.
 
     Its kind must be the default's, and no number in it NaN or infinite; `branch` and `seeds` are checked as
-    the profile's own blocks are, each arm of `variants` as a branch, and `tta` must hold fields of
-    trashlib.inference.TTA.
+    the profile's own blocks are, each arm of `variants` as a branch, each model of 03's `scratch_models` as
+    a budget, and `tta` must hold fields of trashlib.inference.TTA.
     """
     if (bad := non_finite(value, where)) is not None:
         return f"{bad} is NaN or infinite; give a finite number"
@@ -243,6 +244,12 @@ def _value_problem(prof: dict, where: str, param, value) -> str | None:
             for arm, fields in value.items():
                 _check_budget(prof["path"], f"{where}.{arm}", {**prof["training"], **prof["branch"],
                                                               **_mapping(fields, f"{where}.{arm}")})
+        elif param.name == "scratch_models" and isinstance(value, dict):  # 03: each model's own budget
+            for model, fields in value.items():
+                if model not in MODELS:
+                    return f"{where} names {model!r}, not a model{_close(str(model), MODELS)}; models: {', '.join(MODELS)}"
+                _check_budget(prof["path"], f"{where}.{model}", {**prof["training"],
+                                                                 **_mapping(fields, f"{where}.{model}")})
         elif param.name == "tta" and isinstance(value, dict):
             _check_tta(value, where)
     except ValueError as e:

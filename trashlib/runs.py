@@ -312,9 +312,13 @@ class Run:
                 model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
             except OSError:  # checkpoint not available here: the size preset (load_state_dict checks shapes)
                 model = build_model(cfg.model, size=cfg.size, pretrained=None)
-        state = load_weights(path, prefix="model/" if path.name == checkpoint.WEIGHTS_FILE else "")
-        model.load_state_dict(state)
+        model.load_state_dict(self.weights(which))
         return model.to(device).eval()
+
+    def weights(self, which: str = "best") -> dict:
+        """The model's state dict of checkpoint `which` ("best" or "last")."""
+        path = self.checkpoint(which)
+        return load_weights(path, prefix="model/" if path.name == checkpoint.WEIGHTS_FILE else "")
 
 
 def resolve_run(name_or_path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Run:

@@ -296,3 +296,19 @@ def plot_learning_curve(step, minutes, miou, *, lines: dict[str, float] | None =
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_learning_curves(curves, *, x: str = "train seconds", lines: Mapping[str, float] | None = None,
+                         title: str = ""):
+    """Val mIoU of several models against `x` (a column of `evaluation.learning_curves`: train seconds, step
+    or images seen), one line per model, with horizontal reference `lines` such as {"colour-only floor": 0.14}."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for i, (model, curve) in enumerate(curves.groupby("model", sort=False)):
+        ax.plot(curve[x].to_numpy(float), curve["val mIoU"].to_numpy(float), marker="o", ms=4, color=f"C{i}",
+                label=model)
+    for (name, value), style in zip((lines or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, ls=style, lw=1, color="0.3", label=name)
+    ax.set_xlabel(x + (" (2 CPU cores)" if x == "train seconds" else "")), ax.set_ylabel("val mIoU")
+    ax.grid(alpha=0.3), ax.legend(fontsize=8, loc="best"), ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -115,7 +115,9 @@ def _backbones(m: dict, noise) -> Stage:
     best, ref = max(rows, key=lambda r: r[1]), rows[0]
     stage = Stage("best backbone", NOTEBOOKS[2], best[0], best[1], best[2], best[3], runs=best[4],
                   per_class_iou=best[5])
-    return _step(stage, ref[0], ref[1], ref[2], noise)
+    _step(stage, ref[0], ref[1], ref[2], noise)
+    record = (m.get("models") or {}).get(best[0]) if isinstance(m.get("models"), dict) else None
+    return _recorded(stage, record) if isinstance(record, dict) and best is not ref else stage
 
 
 def _variants(m: dict, name: str, notebook: str) -> Stage:

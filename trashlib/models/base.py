@@ -48,6 +48,9 @@ class SegmentationModel(nn.Module):
     #: factory name and size, set by `build_model`
     name: str = ""
     size: str = ""
+    #: parts of parameter names that this model adds to the architecture it grows from (SeMask's semantic
+    #: layers over a Swin Mask2Former): a branch from a trunk of that architecture starts them fresh
+    grown_parts: tuple[str, ...] = ()
 
     def __init__(self, *, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD):

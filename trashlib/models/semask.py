@@ -107,7 +107,11 @@ def add_semantic_layers(swin_backbone: nn.Module, num_classes: int) -> list[nn.M
 
 
 class SeMaskSegmenter(Mask2FormerSegmenter):
-    """Mask2Former on a SeMask-Swin backbone; the semantic decoder's loss is added in training."""
+    """Mask2Former on a SeMask-Swin backbone; the semantic decoder's loss is added in training. It grows from
+    Mask2Former-Swin: a branch of a Swin trunk takes every weight but the semantic layers', which start at
+    the identity (`grown_parts`)."""
+
+    grown_parts = (".semantic_layer.",)
 
     def __init__(self, hf_model: nn.Module, *, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
                  semantic_loss_weight: float = SEMANTIC_LOSS_WEIGHT):

@@ -144,12 +144,9 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     # what can fail on bad input happens before the folder is touched (the data set-up draws no random numbers)
     if model is None:
         model = build_model(cfg.model, size=cfg.size, pretrained=cfg.pretrained)
+    grown = set()
     if trunk is not None and not resuming:  # a branch: the trunk's last weights and Adam moments, its own schedule
-        try:
-            trunk.load_model("last", model=model)
-        except RuntimeError as e:
-            raise ValueError(f"init_from {trunk.path}: its weights do not fit {cfg.model}-{cfg.size} "
-                             f"({str(e).splitlines()[0].rstrip(':. ')})") from None
+        grown = _load_trunk(model, trunk, cfg)
         model.train()
     # checked before an offline pasted set is written; the main process writes that set once, the others read it
     with accelerator.main_process_first():
@@ -163,7 +160,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     accelerator.wait_for_everyone()  # every process has read the folder before the main one changes it
     try:
         return _run_loop(cfg, accelerator, model, stream, val_set, run_dir, resuming=resuming,
-                         trunk=None if resuming else trunk, trunk_sha1=trunk_sha1,
+                         trunk=None if resuming else trunk, trunk_sha1=trunk_sha1, grown=grown,
                          stop_after=stop_after, progress=progress)
     except BaseException:
         if main and last_checkpoint(run_dir / "checkpoints") is None:
@@ -172,7 +169,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
 
 
 def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resuming: bool, stop_after, progress,
-              trunk=None, trunk_sha1=None):
+              trunk=None, trunk_sha1=None, grown=frozenset()):
     main, device = accelerator.is_main_process, accelerator.device
     ckpt_dir = run_dir / "checkpoints"
     if main:
@@ -189,7 +186,7 @@ def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resumi
         torch.manual_seed(cfg.seed + rank)  # same init on every rank (above), different randomness now
     state = {"step": 0, "best_miou": None, "class_weights": None, "elapsed": 0.0}
     if trunk is not None:
-        _continue_moments(optimizer, trunk)
+        _continue_moments(optimizer, trunk, grown=grown)
     if resuming:
         try:
             _restore(accelerator, raw, optimizer, ckpt_dir, state)
@@ -289,18 +286,43 @@ def _restore(accelerator, raw, optimizer, ckpt_dir: Path, state: dict) -> None:
         raw.set_class_weights(torch.tensor(state["class_weights"], dtype=torch.float32))
 
 
-def _continue_moments(optimizer, trunk) -> None:
+def _load_trunk(model, trunk, cfg: TrainConfig) -> set[int]:
+    """Load the trunk's last weights into `model`; the ids of the parameters the trunk lacks, which only a
+    model grown from the trunk's architecture may have (`SegmentationModel.grown_parts`) and which start fresh."""
+    fault = None
+    try:
+        result = model.load_state_dict(trunk.weights("last"), strict=False)
+    except RuntimeError as e:  # shapes that differ
+        fault = str(e).splitlines()[0].rstrip(":. ")
+    else:
+        parts = getattr(model, "grown_parts", ())
+        foreign = [k for k in result.missing_keys if not any(part in k for part in parts)]
+        if result.unexpected_keys or foreign:
+            fault = (f"{len(result.unexpected_keys)} tensors it has are not in the model, e.g. "
+                     f"{result.unexpected_keys[0]}" if result.unexpected_keys else
+                     f"{len(foreign)} tensors of the model are not in it, e.g. {foreign[0]}")
+    if fault is not None:
+        raise ValueError(f"init_from {trunk.path}: its weights do not fit {cfg.model}-{cfg.size} ({fault})")
+    params = dict(model.named_parameters())
+    return {id(params[k]) for k in result.missing_keys if k in params}
+
+
+def _continue_moments(optimizer, trunk, *, grown=frozenset()) -> None:
     """Start a branch's AdamW from the trunk's last moments (and step counts); its groups keep their own lr.
 
     A fresh AdamW moves every weight by about lr in its first steps (m/sqrt(v) = sign(g) at step 1,
     whatever the gradient's size), which knocks a converged trunk back before the branch learns
     anything: measured on the cpu trunk (0.293), 30 steps at lr 1e-4 lost 0.019 val mIoU from fresh
     moments and 0.013 from the trunk's. With them, each weight's step stays scaled by its own gradient
-    history, as it was at the trunk's end.
+    history, as it was at the trunk's end. The parameters a grown model adds (`grown`) start fresh.
     """
     _, trunk_state, _ = load_training_state(trunk.path / "checkpoints")
     mine = optimizer.state_dict()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    every = [p for group in optimizer.param_groups for p in group["params"]]
+    # the trunk's parameters are this model's less the grown ones (`grown`, the ids of parameters the trunk
+    # lacks), in the same order: the groups' rule is the same, and a grown part adds names, never moves them
+    where = [i for i, p in enumerate(every) if id(p) not in grown]
+    params = [every[i] for i in where]
     moments = trunk_state["state"]
     for index, param in enumerate(params):
         saved = moments.get(index)
@@ -310,7 +332,7 @@ def _continue_moments(optimizer, trunk) -> None:
     if len(moments) and max(moments) >= len(params):
         raise ValueError(f"init_from {trunk.path}: its optimizer holds {max(moments) + 1} parameters, "
                          f"this model {len(params)}")
-    optimizer.load_state_dict({"state": moments, "param_groups": mine["param_groups"]})
+    optimizer.load_state_dict({"state": {where[k]: v for k, v in moments.items()}, "param_groups": mine["param_groups"]})
 
 
 def _save_last(accelerator, raw, optimizer, ckpt_dir: Path, state: dict, cfg: TrainConfig) -> None:
