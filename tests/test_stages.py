@@ -21,7 +21,7 @@ from trashlib.inference import TTA
 from trashlib.metrics import Scores
 from trashlib.overwrite import overwrite_index
 from trashlib.recipe import Recipe, apply_recipe, pick_stage
-from trashlib.stages import (Stage, best_ensemble, class_deltas, crf_changes, lessons, rank_runs, spread_group,
+from trashlib.stages import (Stage, best_ensemble, choose_members, class_deltas, crf_changes, lessons, rank_runs, spread_group,
                              stage_records, stage_table, sweep_grid)
 
 BASELINE, BACKBONES, COPY_PASTE = stages.REPORTING_NOTEBOOKS
@@ -113,6 +113,20 @@ def test_rank_runs_orders_by_recorded_miou_with_never_evaluated_last(tiny_root):
     table = rank_runs(groups)
     assert table["run"].tolist() == ["c", "a", "b"] and np.isnan(table["recorded val mIoU"].iloc[-1])
     assert set(runs) == set(table["run"]) and rank_runs({}).empty
+    assert table["model"].tolist() == ["segformer"] * 3
+
+
+def test_members_take_one_architecture_each_first_and_only_runs_above_the_floor():
+    ranked = pd.DataFrame({"run": ["s1", "s2", "m1", "d1", "s3", "x"], "group": list("aabcad"),
+                           "model": ["swin", "swin", "semask", "dinat", "swin", "swin"],
+                           "recorded val mIoU": [0.31, 0.30, 0.29, 0.08, 0.28, np.nan]})
+    assert choose_members(ranked, 3, floor=0.14) == ["s1", "m1", "s2"]        # DiNAT is below the floor
+    assert choose_members(ranked, 3) == ["s1", "m1", "d1"]                    # no floor given: every architecture
+    assert choose_members(ranked, 3, floor=0.14, diverse=False) == ["s1", "s2", "m1"]
+    assert choose_members(ranked, 9, floor=0.14) == ["s1", "m1", "s2", "s3"]  # never the unevaluated run
+    assert choose_members(ranked, 2, floor=0.5) == ["s1", "m1"]               # none above: the floor is not applied
+    with pytest.raises(ValueError, match="at least one member"):
+        choose_members(ranked, 0)
 
 
 # -- recipes -----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Notebook 05 scores a chain of stages (best single run -> soft vote -> weighted -> hard vote -> + CRF ->
 + overwrite) on one val set, each a `trashlib.recipe.Recipe`. `collect_runs` finds the runs that the
 training notebooks reported, grouped so that seeds share a group; `rank_runs` orders them by their own
-recorded evaluation. `judge_stages` judges each stage against the stage it builds on by the rule of
+recorded evaluation and `choose_members` takes an ensemble's members, one architecture each first. `judge_stages` judges each stage against the stage it builds on by the rule of
 `trashlib.compare` (a paired bootstrap over the scored images, with the spread over the seeds of the best
 single run's group standing in for the training noise); `stage_table` tabulates it, with the rare classes'
 changes and their intervals; `class_deltas` gives every class's change, `crf_changes` finds the images a
@@ -64,12 +64,29 @@ def collect_runs(data_root=None, notebooks=REPORTING_NOTEBOOKS) -> dict[str, lis
 
 
 def rank_runs(groups: dict[str, list[Run]]) -> pd.DataFrame:
-    """One row per run (run, group, recorded val mIoU: its best evaluation), the best first, never-evaluated last."""
-    rows = [{"run": run.name, "group": label, "recorded val mIoU": (run.best_metrics() or {}).get("mIoU", np.nan)}
+    """One row per run (run, group, model, recorded val mIoU: its best evaluation), the best first,
+    never-evaluated last."""
+    rows = [{"run": run.name, "group": label, "model": run.config.model,
+             "recorded val mIoU": (run.best_metrics() or {}).get("mIoU", np.nan)}
             for label, runs in groups.items() for run in runs]
-    table = pd.DataFrame(rows, columns=["run", "group", "recorded val mIoU"])
+    table = pd.DataFrame(rows, columns=["run", "group", "model", "recorded val mIoU"])
     return table.sort_values("recorded val mIoU", ascending=False, na_position="last", kind="stable",
                              ignore_index=True)
+
+
+def choose_members(ranked: pd.DataFrame, k: int, *, floor: float | None = None, diverse: bool = True) -> list[str]:
+    """The `k` runs an ensemble takes from `rank_runs`' table: with `diverse`, the best run of each
+    architecture first (the seed ensembled different architectures), then the best of the rest; only runs
+    above the colour-only `floor` when any is (a model below it adds noise to a vote, not a view)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"an ensemble needs at least one member, got {k!r}")
+    pool = ranked.dropna(subset=["recorded val mIoU"])
+    if floor is not None and (pool["recorded val mIoU"] > floor).any():
+        pool = pool[pool["recorded val mIoU"] > floor]
+    if pool.empty:
+        pool = ranked
+    chosen = pool.drop_duplicates("model")["run"].tolist()[:k] if diverse else []
+    return chosen + [r for r in pool["run"] if r not in chosen][:k - len(chosen)]
 
 
 def spread_group(groups: dict[str, list[Run]], best: str) -> list[Run]:
