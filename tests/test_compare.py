@@ -207,5 +207,8 @@ def test_a_claim_is_read_against_the_interval_and_the_power_of_the_design():
     assert against_claim(gain, 0.01).endswith("a gain in the claimed direction")
     assert against_claim(gain, -0.05).endswith("a gain against the claim")
     assert "no test of the claim" in against_claim(Contrast(0.05, 1), 0.01)
+    for judged in (tie, gain):  # what a metrics file records reads the same
+        assert against_claim(judged.as_dict(), -0.05) == against_claim(judged, -0.05)
+    assert "no test of the claim" in against_claim({"delta": 0.05, "verdict": "one seed"}, 0.01)
     with pytest.raises(ValueError, match="finite"):
         against_claim(gain, math.nan)

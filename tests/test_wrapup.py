@@ -152,3 +152,26 @@ def test_the_best_backbone_takes_03s_own_interval():
     grown.update(delta=0.0003, delta_ci=[-0.004, 0.005], mde=0.006, noise="seeds + images", verdict="tie")
     stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
     assert stage.verdict == "tie" and stage.note == "95% interval [-0.004, +0.005], MDE 0.006 (noise: seeds + images)"
+
+
+def test_the_seed_table_reads_each_notebooks_own_interval_and_words_the_claims_by_the_rule():
+    from trashlib.published import seed_claims, seed_table
+
+    offline = _variant([0.25, 0.26, 0.255], ["d", "e", "f"])
+    m4 = {"reference": "none", "variants": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "offline": offline}}
+    row = lambda t: t[t["experiment"] == "copy-paste, offline"].iloc[0]  # noqa: E731
+    spread_only = row(seed_table({"04_copy_paste": m4}))
+    assert spread_only["verdict"] == "loss" and spread_only["CI high"] < 0 and spread_only["MDE"] > 0
+    offline.update(delta=-0.05, delta_ci=[-0.09, -0.01], mde=0.03, noise="seeds + images", verdict="loss")
+    table = seed_table({"04_copy_paste": m4})
+    assert (row(table)["CI low"], row(table)["CI high"], row(table)["MDE"]) == (-0.09, -0.01, 0.03)
+    claim = next(c for c in seed_claims(table) if c.startswith("copy-paste, offline"))
+    assert "the seed claimed -0.0500; measured -0.0500 [-0.0900, -0.0100], the claim inside it; a loss in the " \
+           "claimed direction" in claim
+    m5 = {"stages": [{"name": "best single", "val_mIoU": 0.30}, {"name": "+ CRF", "val_mIoU": 0.31}],
+          "against_first": {"+ CRF": {"delta": 0.01, "delta_ci": [-0.002, 0.022], "mde": 0.017, "verdict": "tie"}}}
+    crf = seed_table({"05_crf_ensemble": m5})
+    crf = crf[crf["experiment"] == "DenseCRF on the ensemble"].iloc[0]
+    assert crf["verdict"] == "tie" and crf["MDE"] == 0.017 and crf["CI low"] == -0.002
+    assert any("below this design's MDE 0.0170, so the tie cannot tell" in c for c in seed_claims(seed_table(
+        {"05_crf_ensemble": m5})))

@@ -184,22 +184,30 @@ def verdict(delta: float, spread: float, *, seeds: int = 2) -> str:
     return Contrast.from_spread(delta, spread, seeds=seeds).verdict
 
 
-def against_claim(judged: Contrast, claimed: float, *, who: str = "the seed") -> str:
+def against_claim(judged: "Contrast | Mapping", claimed: float, *, who: str = "the seed") -> str:
     """One sentence on what a measured Δ says about a claimed one: whether the claim lies in its 95%
-    interval, and, for a tie, whether the design could have seen an effect of the claimed size (its MDE)."""
+    interval, and, for a tie, whether the design could have seen an effect of the claimed size (its MDE).
+    `judged` is a `Contrast` or what a metrics file records of one (`Contrast.as_dict`)."""
     if not math.isfinite(claimed):
         raise ValueError(f"the claimed effect must be finite, got {claimed!r}")
-    if judged.noise == "none" or judged.seeds < 2:
-        return f"{who} claimed {claimed:+.4f}; measured {judged.delta:+.4f} without an interval: no test of the claim"
-    lo, hi = judged.ci
+    if isinstance(judged, Contrast):
+        measured = judged.verdict != "one seed" and judged.noise != "none"
+        delta, (lo, hi), mde, verdict_ = judged.delta, judged.ci, judged.mde, judged.verdict
+    else:
+        delta, ci, mde, verdict_ = judged.get("delta"), judged.get("delta_ci"), judged.get("mde"), judged.get("verdict")
+        measured = verdict_ in ("gain", "loss", "tie") and isinstance(ci, (list, tuple)) and len(ci) == 2 \
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in (*ci, mde if mde is not None else math.nan))
+        lo, hi = ci if measured else (math.nan, math.nan)
+    if not measured:
+        return f"{who} claimed {claimed:+.4f}; measured {delta:+.4f} without an interval: no test of the claim"
     where = "inside" if lo <= claimed <= hi else "outside"
-    text = f"{who} claimed {claimed:+.4f}; measured {judged.delta:+.4f} [{lo:+.4f}, {hi:+.4f}], the claim {where} it"
-    if judged.verdict == "tie":
-        if abs(claimed) < judged.mde:
-            return text + f"; the claim is below this design's MDE {judged.mde:.4f}, so the tie cannot tell"
-        return text + f"; an effect that large would show 80% of the time (MDE {judged.mde:.4f}) and did not"
-    same = (judged.delta > 0) == (claimed > 0)
-    return text + ("; a " + judged.verdict + (" in the claimed direction" if same else " against the claim"))
+    text = f"{who} claimed {claimed:+.4f}; measured {delta:+.4f} [{lo:+.4f}, {hi:+.4f}], the claim {where} it"
+    if verdict_ == "tie":
+        if abs(claimed) < mde:
+            return text + f"; the claim is below this design's MDE {mde:.4f}, so the tie cannot tell"
+        return text + f"; an effect that large would show 80% of the time (MDE {mde:.4f}) and did not"
+    same = (delta > 0) == (claimed > 0)
+    return text + ("; a " + verdict_ + (" in the claimed direction" if same else " against the claim"))
 
 
 def _pairs(arm: SeedResults, ref: SeedResults) -> list[tuple[int, int]]:

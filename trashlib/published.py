@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trashlib.compare import verdict
+from trashlib.compare import Contrast, against_claim
 from trashlib.waterfall import NOTEBOOKS, _num, backbone_rows, baseline_noise
 
 # (experiment, seed's model, before, after, note): the seed's report and the issues quoting it
@@ -68,7 +68,19 @@ def _variant_step(m: dict | None, *words) -> dict:
     pasted = m.get("trunk_copy_paste")  # 04: a trunk that already pasted makes "none" a stop, not a never
     what = f"{ref} -> {name}" + (f" (from a trunk trained with {pasted})" if pasted and pasted != "none" else "")
     return {"before": before, "after": after, "spread": spread, "seeds": seeds, "what": what,
-            "verdict": verdict(after - before, spread, seeds=seeds)}
+            **_judged(b, after - before, spread, seeds)}
+
+
+def _judged(record: dict | None, delta: float, spread: float, seeds: int) -> dict:
+    """{verdict, ci, mde} of a step: the notebook's own contrast where it recorded one (seeds paired, images
+    resampled: `compare.Contrast.as_dict`), else the rule on the seed spread alone."""
+    ci, mde = (record or {}).get("delta_ci"), _num((record or {}).get("mde"))
+    if (record or {}).get("verdict") in ("gain", "loss", "tie") and isinstance(ci, list) and len(ci) == 2 \
+            and all(_num(v) is not None for v in ci) and mde is not None:
+        return {"verdict": record["verdict"], "ci": (float(ci[0]), float(ci[1])), "mde": mde}
+    judged = Contrast.from_spread(delta, spread, seeds=seeds)
+    measured = seeds > 1
+    return {"verdict": judged.verdict, "ci": judged.ci if measured else None, "mde": judged.mde if measured else None}
 
 
 def _stage_step(m: dict | None, word: str, noise) -> dict:
@@ -82,10 +94,12 @@ def _stage_step(m: dict | None, word: str, noise) -> dict:
     before, after = _num(first.get("val_mIoU")), _num(hit["val_mIoU"])
     if before is None:
         return {}
-    judged = "" if noise is None else verdict(after - before, noise[0], seeds=noise[1])
+    own = ((m or {}).get("against_first") or {}).get(hit.get("name"))  # 05's contrast of the two, if recorded
+    judged = {"verdict": ""} if noise is None and not isinstance(own, dict) else \
+        _judged(own if isinstance(own, dict) else None, after - before, 0.0 if noise is None else noise[0],
+                1 if noise is None else noise[1])
     return {"before": before, "after": after, "spread": None if noise is None else noise[0],
-            "seeds": 1 if noise is None else noise[1], "what": f"{first.get('name')} -> {hit.get('name')}",
-            "verdict": judged}
+            "seeds": 1 if noise is None else noise[1], "what": f"{first.get('name')} -> {hit.get('name')}", **judged}
 
 
 def _best_single(metrics: dict) -> dict:
@@ -122,28 +136,39 @@ def seed_table(metrics: dict, *, unreadable: frozenset | set = frozenset()) -> p
                          "seed Δ": after - before, "seed note": note, "this run": "(as above)"})
             continue
         delta = None if mine.get("before") is None or mine.get("after") is None else mine["after"] - mine["before"]
+        ci = mine.get("ci")
         rows.append({"experiment": experiment, "seed model": model, "seed before": before, "seed after": after,
                      "seed Δ": None if before is None else after - before, "seed note": note,
                      "this run": mine.get("what", "" if mine else "not run"), "before": mine.get("before"),
                      "after": mine.get("after"), "Δ": delta, "± spread": mine.get("spread"),
-                     "verdict": mine.get("verdict", "")})
+                     "CI low": None if ci is None else ci[0], "CI high": None if ci is None else ci[1],
+                     "MDE": mine.get("mde"), "verdict": mine.get("verdict", "")})
     # this run's pseudo-label variants the seed never tried, so the comparison shows them too
     for words in (("global",), ("per-class",), ("round",)):
         mine = _variant_step(m6, *words)
         if mine:
+            ci = mine.get("ci")
             rows.append({"experiment": "pseudo labels (this project's variants)", "seed model": "not tried",
                          "this run": mine["what"], "before": mine["before"], "after": mine["after"],
-                         "Δ": mine["after"] - mine["before"], "± spread": mine["spread"], "verdict": mine["verdict"]})
+                         "Δ": mine["after"] - mine["before"], "± spread": mine["spread"],
+                         "CI low": None if ci is None else ci[0], "CI high": None if ci is None else ci[1],
+                         "MDE": mine.get("mde"), "verdict": mine["verdict"]})
     return pd.DataFrame(rows)
 
 
 def seed_claims(table: pd.DataFrame) -> list[str]:
-    """Sentences on whether the seed's steps (sign of Δ) held here, for rows this run measured."""
+    """Sentences on whether the seed's steps held here, for rows this run measured: the seed's Δ against this
+    run's interval and MDE (`compare.against_claim`), or the sign alone where this run has no interval."""
     lines = []
     for _, r in table.iterrows():
         if pd.isna(r.get("seed Δ")) or pd.isna(r.get("Δ")):
             continue
+        head = f"{r['experiment']} ({r['seed model']}), here {r['this run']}: "
+        if pd.notna(r.get("CI low")) and pd.notna(r.get("MDE")) and r.get("verdict") in ("gain", "loss", "tie"):
+            judged = {"delta": r["Δ"], "delta_ci": [r["CI low"], r["CI high"]], "mde": r["MDE"], "verdict": r["verdict"]}
+            lines.append(head + against_claim(judged, r["seed Δ"]) + ".")
+            continue
         seed_sign = "gained" if r["seed Δ"] > 0 else "lost" if r["seed Δ"] < 0 else "did not change"
-        lines.append(f"{r['experiment']}: the seed {seed_sign} {r['seed Δ']:+.3f} ({r['seed model']}); here "
-                     f"{r['this run']} measured {r['Δ']:+.3f}" + (f" ({r['verdict']})." if r["verdict"] else "."))
+        lines.append(head + f"the seed {seed_sign} {r['seed Δ']:+.3f}; measured {r['Δ']:+.3f}"
+                     + (f" ({r['verdict']})." if r["verdict"] else " without an interval."))
     return lines

@@ -24,7 +24,7 @@ import pandas as pd
 import seaborn as sns
 
 from trashlib.classes import CLASS_NAMES
-from trashlib.compare import verdict
+from trashlib.compare import Contrast
 
 NOTEBOOKS = ("01_EDA", "02_baseline_mask2former", "03_backbones_dinat_semask", "04_copy_paste", "05_crf_ensemble",
              "06_pseudo_label", "07_submission")
@@ -45,6 +45,8 @@ class Stage:
     reference_value: float | None = None
     delta: float | None = None
     verdict: str = "not run"   # level, gain, loss, tie, one seed, not run, unreadable
+    ci: tuple[float, float] | None = None  # a step's 95% interval of its delta, and its MDE (the rule's)
+    mde: float | None = None
     runs: list[str] = field(default_factory=list)
     per_class_iou: dict | None = None
     note: str = ""
@@ -69,12 +71,16 @@ def _step(stage: Stage, ref_name: str, ref_value, ref_spread, noise: tuple[float
     stage.delta = stage.value - stage.reference_value
     spreads = [s for s in (stage.spread, _num(ref_spread)) if s is not None]
     if stage.seeds > 1 and spreads:
-        stage.verdict = verdict(stage.delta, max(spreads), seeds=stage.seeds)
+        judged = Contrast.from_spread(stage.delta, max(spreads), seeds=stage.seeds)
     elif noise is not None:
-        stage.verdict = verdict(stage.delta, noise[0], seeds=noise[1])
+        judged = Contrast.from_spread(stage.delta, noise[0], seeds=noise[1])
         stage.note = (stage.note + "; " if stage.note else "") + f"noise: 02's seed spread ({noise[0]:.3f})"
     else:
         stage.verdict = "one seed"
+        return stage
+    stage.verdict = judged.verdict
+    if judged.seeds > 1:
+        stage.ci, stage.mde = judged.ci, judged.mde
     return stage
 
 
@@ -140,7 +146,7 @@ def _recorded(stage: Stage, record: dict) -> Stage:
     ci, mde = record.get("delta_ci"), _num(record.get("mde"))
     if record.get("verdict") in ("gain", "loss", "tie", "one seed") and stage.delta is not None \
             and isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci) and mde is not None:
-        stage.verdict = record["verdict"]
+        stage.verdict, stage.ci, stage.mde = record["verdict"], (float(ci[0]), float(ci[1])), mde
         stage.note = f"95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}], MDE {mde:.3f} (noise: {record.get('noise', 'seeds')})"
     return stage
 
@@ -160,6 +166,7 @@ def _ensemble_stages(m: dict, noise) -> list[Stage]:
         _step(stage, ref.name, ref.value, ref.spread, noise)
         if s.get("verdict") in ("gain", "loss", "tie", "one seed") and stage.delta is not None:
             stage.verdict, stage.note = s["verdict"], "verdict from 05 (noise: its best run's seeds)"
+            stage.ci = stage.mde = None  # 02's noise gave these; 05's own, where recorded, follow
         out.append(_recorded(stage, s))
     return out
 

@@ -143,6 +143,17 @@ def _stage_table(stages, reports: Path) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _seed_shown(seeds: pd.DataFrame) -> pd.DataFrame:
+    """The seed table as the page shows it: the interval's two ends as one "95% CI" column."""
+    if "CI low" not in seeds:
+        return seeds
+    ci = [f"[{lo:+.4f}, {hi:+.4f}]" if pd.notna(lo) and pd.notna(hi) else None
+          for lo, hi in zip(seeds["CI low"], seeds["CI high"])]
+    shown = seeds.drop(columns=["CI low", "CI high"])
+    shown.insert(shown.columns.get_loc("MDE"), "95% CI", ci)
+    return shown
+
+
 def _findings(stages, claims) -> str:
     groups = {"What worked": [], "What did not": [], "Ties and single measurements": [], "Not measured": []}
     for s in stages:
@@ -151,7 +162,8 @@ def _findings(stages, claims) -> str:
                 detail = f" ({s.note})" if s.note and s.note != "not run" else ""
                 groups["Not measured"].append(f"{s.name} ({s.notebook}): {s.verdict}{detail}.")
             continue
-        text = delta_sentence(s.label, s.value, s.spread, s.delta, s.reference, s.verdict, seeds=s.seeds)
+        text = delta_sentence(s.label, s.value, s.spread, s.delta, s.reference, s.verdict, seeds=s.seeds,
+                              ci="" if s.ci is None else f"[{s.ci[0]:+.3f}, {s.ci[1]:+.3f}]", mde=s.mde)
         key = {"gain": "What worked", "loss": "What did not"}.get(s.verdict, "Ties and single measurements")
         groups[key].append(text)
     out = "".join(f"<h3>{k}</h3><ul>{''.join(f'<li>{_e(t)}</li>' for t in v)}</ul>" for k, v in groups.items() if v)
@@ -207,7 +219,8 @@ def build_page(records: list[dict], *, profile: str, reports_dir: Path | None = 
     heat = plot_stage_classes(stages)
     heat = _save(heat, reports, "wrapup_per_class") if heat is not None else None
     seeds = seed_table(metrics, unreadable=set(unreadable))
-    seed_html = seeds.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4f}", border=0, escape=True)
+    seed_html = _seed_shown(seeds).to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4f}", border=0,
+                                           escape=True)
     warn = "".join(f"<p class='note'>Unreadable: {_e(why)}. Its sections below say so and show none of its numbers; "
                    f"run {_e(nb)} again to write it anew.</p>" for nb, why in unreadable.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>trashlib: what this run found</title>
