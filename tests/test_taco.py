@@ -324,6 +324,7 @@ def test_a_broken_annotation_file_is_one_clear_line(tmp_path, capsys, edit, word
     assert main(["data", "taco", "--source", str(src), "--out", str(tmp_path / "out"), "--size", "64"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: ") and words in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before --out is made
 
 
 def test_unparseable_and_missing_files(tmp_path, capsys):

@@ -85,14 +85,14 @@ def fetch(url: str, dest: str | Path, *, timeout: float = 30.0, retries: int = 3
     """
     check_url(url)
     dest = Path(dest)
-    for attempt in range(retries + 1):
+    attempt = 0
+    while True:
         try:
             _fetch_once(url, dest, timeout=timeout, content_type=content_type, check=check)
             return dest
         except FetchError as e:
             if e.permanent or attempt == retries:
-                if attempt:
-                    raise FetchError(f"{e.reason} (after {attempt + 1} tries)", permanent=e.permanent) from None
-                raise
+                tries = f" (after {attempt + 1} tries)" if attempt else ""
+                raise FetchError(e.reason + tries, permanent=e.permanent) from None
         sleep(backoff * 2 ** attempt)
-    raise AssertionError("unreachable")
+        attempt += 1

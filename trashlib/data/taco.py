@@ -163,11 +163,15 @@ def build_taco(out, *, source: str = DEFAULT_SOURCE, unofficial: bool = False, w
         raise ValueError(f"timeout must be positive, retries and backoff non-negative (got {timeout}, {retries}, {backoff})")
     source = str(source)
     local = None if is_url(source) else local_data_dir(source)
+    fetch_options = dict(timeout=timeout, retries=retries)
+
+    def read(cache: Path | None) -> list[AnnotationFile]:
+        return [read_annotation_file(source, s, cache=cache, **fetch_options) for s in ("official", "unofficial")[:1 + unofficial]]
+
+    files = None if local is None else read(None)  # a broken checkout is refused before --out is made
     out = _prepare_out(out, size=size, local=local)
     _remove_temporaries(out)
-    fetch_options = dict(timeout=timeout, retries=retries)
-    files = [read_annotation_file(source, s, cache=out / ANNOTATIONS_CACHE, **fetch_options)
-             for s in ("official", "unofficial")[:1 + unofficial]]
+    files = files or read(out / ANNOTATIONS_CACHE)  # downloaded once into the build, so a resumed run reads the same
     photos = _unique([p for f in files for p in f.photos], files)
     download = local is None if download is None else download
     options = dict(fetch_options, backoff=backoff)
@@ -182,7 +186,8 @@ def build_taco(out, *, source: str = DEFAULT_SOURCE, unofficial: bool = False, w
     failed = tuple(o for o in outcomes if o.reason is not None)
     write_failed(out / "failed.csv", failed)
     split = stratified_split({o.file_name: {a["category_id"] for a in o.annotations} for o in used}, seed=seed)
-    counts = write_layout(out, used, split, files=files, failed=failed, size=size, source=source)
+    counts = write_layout(out, used, split, files=files, failed=failed, size=size, source=source,
+                          downloaded=(out / ORIGINALS).is_dir())
     return TacoBuild(out, used, failed, split, counts)
 
 

@@ -52,7 +52,8 @@ def _check_enough(split: dict[str, str], used, failed) -> None:
                          f"(images {images}, annotations {anns})")
 
 
-def write_layout(out: Path, used, split: dict[str, str], *, files, failed, size: int, source: str) -> dict:
+def write_layout(out: Path, used, split: dict[str, str], *, files, failed, size: int, source: str,
+                 downloaded: bool = False) -> dict:
     """Write the split files and their companions; returns split -> class id -> [images, annotations]."""
     _check_enough(split, used, failed)
     licences = {name: i for i, name in enumerate(sorted({o.photo.license or NO_LICENCE for o in used}))}
@@ -91,11 +92,11 @@ def write_layout(out: Path, used, split: dict[str, str], *, files, failed, size:
         for a in o.annotations:
             counts[split[o.file_name]][a["category_id"]][1] += 1
     with atomic_open(out / "README.md", "w", encoding="utf-8") as f:
-        f.write(_readme(used, split, failed, files=files, size=size, source=source, counts=counts))
+        f.write(_readme(used, split, failed, files=files, size=size, source=source, counts=counts, downloaded=downloaded))
     return counts
 
 
-def _readme(used, split, failed, *, files, size: int, source: str, counts: dict) -> str:
+def _readme(used, split, failed, *, files, size: int, source: str, counts: dict, downloaded: bool) -> str:
     n = {s: sum(v == s for v in split.values()) for s in SPLITS}
     licences: dict[str, int] = {}
     for o in used:
@@ -130,7 +131,7 @@ Upright {size}x{size} JPEGs without EXIF, plain resize (aspect ratio not kept), 
 orientation: {", ".join(f"{k}: {v}" for k, v in sorted(grids.items()))}.
 {dropped} annotations of dropped categories left out, {lost} lost at this size (no pixel left).
 Class map and reasons: trashlib's README, section "Real photos: TACO" (trashlib/data/taco_classes.py).
-`originals/` holds the downloaded photos, so a later run needs no network; it may be deleted.
+{"`originals/` holds the downloaded photos, so a later run needs no network; it may be deleted." if downloaded else ""}
 
 ## Splits
 Stratified (trashlib.data.stratify): train {n["train"]}, val {n["val"]}, test {n["test"]} photos;

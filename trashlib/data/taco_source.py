@@ -61,11 +61,14 @@ def local_data_dir(source: str | Path) -> Path:
                             f"nor {path / 'annotations.json'} exists)")
 
 
-def read_annotation_file(source: str, taco_set: str, *, cache: Path, timeout: float, retries: int) -> AnnotationFile:
-    """The photos of one TACO annotation file, from a checkout or downloaded once into `cache`; DatasetError
+def read_annotation_file(source: str, taco_set: str, *, cache: Path | None, timeout: float,
+                         retries: int) -> AnnotationFile:
+    """The photos of one TACO annotation file, from a checkout or downloaded once into `cache` (a folder); DatasetError
     listing every fault (broken JSON, missing keys, unknown categories, bad polygons), each with its item."""
     rel = ANNOTATION_FILES[taco_set]
     if is_url(source):
+        if cache is None:
+            raise ValueError("a URL source needs a cache folder for its annotation files")
         name = f"{source.rstrip('/')}/{rel}"
         path = cache / Path(rel).name
         if not path.is_file():  # kept: a resumed build reads the same annotations
