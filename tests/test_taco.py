@@ -20,8 +20,8 @@ from trashlib.data.check import check_dataset
 from trashlib.data.images import read_image
 from trashlib.data.orientation import TRANSPOSE, annotation_grid, to_upright
 from trashlib.data.stratify import stratified_split
-from trashlib.data.taco import MARKER_FILE, build_taco
-from trashlib.data.taco_classes import TACO_CATEGORIES, taco_class
+from trashlib.data.taco.build import MARKER_FILE, build_taco
+from trashlib.data.taco.classes import TACO_CATEGORIES, taco_class
 
 TACO_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "taco-raw"
 README = Path(__file__).resolve().parents[1] / "README.md"

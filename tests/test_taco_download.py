@@ -22,7 +22,7 @@ from PIL import Image
 
 from trashlib.data.check import check_dataset
 from trashlib.data.download import FetchError, fetch
-from trashlib.data.taco import ORIGINALS, build_taco
+from trashlib.data.taco.build import ORIGINALS, build_taco
 from test_taco import box, taco_file
 
 ROOT = Path(__file__).resolve().parents[1]

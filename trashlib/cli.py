@@ -14,8 +14,8 @@ from trashlib.config import add_config_arguments, config_from_arguments
 from trashlib.crf import PRESETS, crf_index, crf_preset
 from trashlib.data import TrashDataset, resolve_data_root
 from trashlib.data.check import check_dataset, format_problems
-from trashlib.data.taco import build_taco
-from trashlib.data.taco_source import DEFAULT_SOURCE
+from trashlib.data.taco.build import build_taco
+from trashlib.data.taco.source import DEFAULT_SOURCE
 from trashlib.ensemble import ensemble, fit_weights
 from trashlib.evaluation import evaluate_index, score_submission
 from trashlib.inference import TTA, predict
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_data_synth)
     tc = data.add_parser("taco", help="build TACO's real litter photos in the competition layout",
                          description="Convert TACO (tacodataset.org) into the competition layout: upright 512x512 "
-                                     "JPEGs, the 10 classes (trashlib/data/taco_classes.py), a stratified split, "
+                                     "JPEGs, the 10 classes (trashlib/data/taco/classes.py), a stratified split, "
                                      "test_labels.json, ATTRIBUTION.csv. Photos are downloaded from their URLs "
                                      "(kept in OUT/originals/, so a second run resumes) or read from a checkout.")
     tc.add_argument("--out", type=Path, required=True, help="output data root (new, empty, or an earlier TACO build to resume)")

@@ -130,7 +130,7 @@ arXiv:2003.06975, 2020; http://tacodataset.org; https://github.com/pedropro/TACO
 Upright {size}x{size} JPEGs without EXIF, plain resize (aspect ratio not kept), polygons moved onto them;
 orientation: {", ".join(f"{k}: {v}" for k, v in sorted(grids.items()))}.
 {dropped} annotations of dropped categories left out, {lost} lost at this size (no pixel left).
-Class map and reasons: trashlib's README, section "Real photos: TACO" (trashlib/data/taco_classes.py).
+Class map and reasons: trashlib's README, section "Real photos: TACO" (trashlib/data/taco/classes.py).
 {"`originals/` holds the downloaded photos, so a later run needs no network; it may be deleted." if downloaded else ""}
 
 ## Splits

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from trashlib.data.coco import MAX_IMAGE_SIDE
 from trashlib.data.orientation import TRANSPOSE, annotation_grid, exif_orientation, to_upright, upright_size
-from trashlib.data.taco_source import TacoPhoto
+from trashlib.data.taco.source import TacoPhoto
 from trashlib.io import atomic_open
 
 JPEG_QUALITY = 90

@@ -1,4 +1,4 @@
-"""`python -m trashlib data taco`: TACO (Proença & Simões 2020) built in the competition layout.
+"""The build: photos fetched or read, converted in a thread pool, split, and written as a data root.
 
 Photos come from a local checkout or are downloaded from their URLs by a thread pool (downloads are kept
 under `<out>/originals/`, so a second run resumes: what is there and has the annotated size is kept).
@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from trashlib.data.download import FetchError, fetch
 from trashlib.data.stratify import stratified_split
-from trashlib.data.taco_layout import write_failed, write_layout
-from trashlib.data.taco_photo import PhotoError, PhotoGrid, inspect_photo, upright_annotations, write_upright
-from trashlib.data.taco_source import (DEFAULT_SOURCE, AnnotationFile, TacoPhoto, is_url, local_data_dir,
+from trashlib.data.taco.layout import write_failed, write_layout
+from trashlib.data.taco.photo import PhotoError, PhotoGrid, inspect_photo, upright_annotations, write_upright
+from trashlib.data.taco.source import (DEFAULT_SOURCE, AnnotationFile, TacoPhoto, is_url, local_data_dir,
                                        read_annotation_file)
 from trashlib.io import read_json, write_json
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from trashlib.data.coco import DatasetError, Problem, file_name_problem, is_side
 from trashlib.data.download import FetchError, fetch
 from trashlib.data.segmentation import segmentation_problems
-from trashlib.data.taco_classes import taco_class
+from trashlib.data.taco.classes import taco_class
 from trashlib.data.values import is_count, is_id, label, show
 from trashlib.io import parse_json
 

@@ -86,5 +86,5 @@ _IDS = {c.name: None if c.target is None else class_id(c.target) for c in TACO_C
 def taco_class(name: str) -> int | None:
     """The trashlib class id of a TACO category name, or None when it is dropped; KeyError if unknown."""
     if name not in _IDS:
-        raise KeyError(f"TACO category {name!r} is not in trashlib's table (trashlib/data/taco_classes.py)")
+        raise KeyError(f"TACO category {name!r} is not in trashlib's table (trashlib/data/taco/classes.py)")
     return _IDS[name]
