@@ -175,11 +175,14 @@ def build_taco(out, *, source: str = DEFAULT_SOURCE, unofficial: bool = False, w
     photos = _unique([p for f in files for p in f.photos], files)
     download = local is None if download is None else download
     options = dict(fetch_options, backoff=backoff)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         futures = [pool.submit(_convert, p, out=out, local=local, download=download, size=size, options=options)
                    for p in photos]
         bar = tqdm(as_completed(futures), total=len(futures), desc="TACO photos", unit="photo", disable=not progress)
         outcomes = [f.result() for f in bar]
+    finally:  # on Ctrl-C the photos not started are dropped; the running ones end within their timeout
+        pool.shutdown(wait=True, cancel_futures=True)
     order = {(p.taco_set, p.taco_id): k for k, p in enumerate(photos)}
     outcomes.sort(key=lambda o: order[o.photo.taco_set, o.photo.taco_id])
     used = tuple(o for o in outcomes if o.reason is None)
