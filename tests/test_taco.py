@@ -23,7 +23,6 @@ from trashlib.data.stratify import stratified_split
 from trashlib.data.taco.build import MARKER_FILE, build_taco
 from trashlib.data.taco.classes import TACO_CATEGORIES, taco_class
 
-TACO_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "taco-raw"
 README = Path(__file__).resolve().parents[1] / "README.md"
 GREY, RED = (120, 120, 120), (220, 20, 20)
 
@@ -114,10 +113,8 @@ def test_every_taco_category_gets_a_class_or_is_dropped_once():
         taco_class("Bottle")
 
 
-def test_the_table_covers_taco_s_own_categories():
-    if not (TACO_RAW / "data/annotations.json").is_file():
-        pytest.skip(f"TACO's files not present at {TACO_RAW}")
-    official = json.loads((TACO_RAW / "data/annotations.json").read_text())
+def test_the_table_covers_taco_s_own_categories(taco_raw_root):
+    official = json.loads((taco_raw_root / "data/annotations.json").read_text())
     assert sorted(c["name"] for c in official["categories"]) == sorted(c.name for c in TACO_CATEGORIES)
 
 
@@ -193,25 +190,18 @@ def test_split_is_deterministic_and_puts_rare_classes_everywhere():
 
 # -- the real TACO files -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def taco_raw() -> Path:
-    if not (TACO_RAW / "data/annotations_unofficial.json").is_file():
-        pytest.skip(f"TACO's files not present at {TACO_RAW}")
-    return TACO_RAW
-
-
-@pytest.fixture(scope="module")
-def sample(taco_raw, tmp_path_factory):
+def sample(taco_raw_root, tmp_path_factory):
     """The issue's command, in process: the 7 real unofficial photos (the official ones are not there)."""
-    return build_taco(tmp_path_factory.mktemp("taco") / "sample", source=str(taco_raw), unofficial=True,
+    return build_taco(tmp_path_factory.mktemp("taco") / "sample", source=str(taco_raw_root), unofficial=True,
                       progress=False)
 
 
-def _reference(taco_raw: Path, name: str, size: int = 512):
+def _reference(taco_raw_root: Path, name: str, size: int = 512):
     """What the converter should make of a real photo, by independent means: PIL's own EXIF turn, and the TACO
     polygons rasterised on their annotated grid, turned like the pixels when that grid is the stored one."""
-    unofficial = json.loads((taco_raw / "data/annotations_unofficial.json").read_text())
+    unofficial = json.loads((taco_raw_root / "data/annotations_unofficial.json").read_text())
     entry = next(im for im in unofficial["images"] if im["file_name"] == name)
-    with Image.open(taco_raw / "data" / name) as im:
+    with Image.open(taco_raw_root / "data" / name) as im:
         stored, orientation = im.size, im.getexif().get(0x0112, 1)
         upright = ImageOps.exif_transpose(im.reduce(4)).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     h, w = entry["height"], entry["width"]
@@ -229,10 +219,10 @@ def _reference(taco_raw: Path, name: str, size: int = 512):
 @pytest.mark.parametrize("name, orientation, grid", [("unofficial/000015.jpg", 6, "displayed"),
                                                      ("unofficial/000021.jpg", 6, "stored"),
                                                      ("unofficial/000014.jpg", 1, "displayed")])
-def test_real_photos_in_each_exif_case(sample, taco_raw, name, orientation, grid):
+def test_real_photos_in_each_exif_case(sample, taco_raw_root, name, orientation, grid):
     (used,) = [o for o in sample.used if o.file_name == name]
     assert (used.grid.orientation, used.grid.grid) == (orientation, grid)
-    pixels, labels, exif, turned = _reference(taco_raw, name)
+    pixels, labels, exif, turned = _reference(taco_raw_root, name)
     assert exif == orientation and turned == (grid == "stored" and orientation != 1)
     image, mask = coco_masks(sample.out, name)
     assert np.abs(image.astype(int) - pixels).mean() < 12  # the same upright photo (JPEG and resampling differ)
@@ -241,7 +231,7 @@ def test_real_photos_in_each_exif_case(sample, taco_raw, name, orientation, grid
         assert not im.getexif() and im.size == (512, 512)
 
 
-def test_real_sample_is_a_dataset(sample, taco_raw):
+def test_real_sample_is_a_dataset(sample, taco_raw_root):
     assert sorted(o.file_name for o in sample.used) == [f"unofficial/{n:06d}.jpg" for n in (1, 3, 14, 15, 21, 25)]
     (bad,) = [o for o in sample.failed if o.photo.taco_set == "unofficial"]
     assert bad.file_name == "unofficial/000010.jpg" and "file is 2048x1536" in bad.reason and "1824x4000" in bad.reason
@@ -261,11 +251,11 @@ def test_real_sample_is_a_dataset(sample, taco_raw):
     assert "MIT licence" in (sample.out / "README.md").read_text()
 
 
-def test_real_sample_resumes_without_rewriting(sample, taco_raw):
+def test_real_sample_resumes_without_rewriting(sample, taco_raw_root):
     files = sorted(p for p in sample.out.rglob("*.jpg"))
     before = {p: p.stat().st_mtime_ns for p in files}
     split_files = {n: (sample.out / f"{n}.json").read_bytes() for n in ("train_all", "train", "val", "test", "test_labels")}
-    again = build_taco(sample.out, source=str(taco_raw), unofficial=True, progress=False)
+    again = build_taco(sample.out, source=str(taco_raw_root), unofficial=True, progress=False)
     assert {p: p.stat().st_mtime_ns for p in files} == before
     assert {n: (sample.out / f"{n}.json").read_bytes() for n in split_files} == split_files
     assert again.split == sample.split
