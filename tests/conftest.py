@@ -187,3 +187,13 @@ def taco_root() -> Path:
     if not (SHARED_TACO_DIR / "train_all.json").exists():
         pytest.skip(f"real data not present at {SHARED_TACO_DIR}")
     return SHARED_TACO_DIR
+
+
+@pytest.fixture(scope="session")
+def taco_raw_root() -> Path:
+    """TACO's own files (official annotations, 7 unofficial photos with theirs); skips when absent."""
+    from trashlib.paths import SHARED_TACO_RAW_DIR
+
+    if not (SHARED_TACO_RAW_DIR / "data" / "annotations_unofficial.json").exists():
+        pytest.skip(f"TACO's files not present at {SHARED_TACO_RAW_DIR}")
+    return SHARED_TACO_RAW_DIR

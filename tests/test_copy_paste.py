@@ -450,3 +450,16 @@ def test_models_train_on_pasted_label_maps_holding_ignore(tiny_root, tmp_path, n
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     model.zero_grad(set_to_none=True)
+
+
+def test_pastable_variants_cut_class_lists_to_the_classes_with_objects():
+    from trashlib.data.pasted import pastable_variants
+
+    variants = {"uniform": {"cp_donors": "uniform"},
+                "rare": {"cp_donors": "classes", "cp_classes": ["Metal", "Battery"]},
+                "absent": {"cp_donors": "classes", "cp_classes": ["Clothing"]}}
+    kept, said = pastable_variants(variants, {4: 3, 9: 0, 6: 2})
+    assert kept == {"uniform": {"cp_donors": "uniform"}, "rare": {"cp_donors": "classes", "cp_classes": ["Metal"]}}
+    assert said == ["rare: the training split has no Battery; pastes Metal only",
+                    "absent: the training split has no Clothing; arm dropped"]
+    assert pastable_variants(kept, {4: 1}) == (kept, [])

@@ -14,6 +14,8 @@ from trashlib.config import add_config_arguments, config_from_arguments
 from trashlib.crf import PRESETS, crf_index, crf_preset
 from trashlib.data import TrashDataset, resolve_data_root
 from trashlib.data.check import check_dataset, format_problems
+from trashlib.data.taco.build import build_taco
+from trashlib.data.taco.source import DEFAULT_SOURCE
 from trashlib.ensemble import ensemble, fit_weights
 from trashlib.evaluation import evaluate_index, score_submission
 from trashlib.inference import TTA, predict
@@ -32,6 +34,14 @@ def _data_synth(args) -> int:
                            n_test=args.n_test, mislabel_rate=args.mislabel_rate, workers=args.workers,
                            overwrite=args.overwrite)
     print(f"wrote dataset to {out}")
+    return 0
+
+
+def _data_taco(args) -> int:
+    build = build_taco(args.out, source=args.source, unofficial=args.unofficial, workers=args.workers, size=args.size,
+                       download=args.download or None, timeout=args.timeout, retries=args.retries)
+    print(build.summary())
+    print(f"check it with: python -m trashlib data check {args.out}")
     return 0
 
 
@@ -248,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
     s.set_defaults(func=_data_synth)
+    tc = data.add_parser("taco", help="build TACO's real litter photos in the competition layout",
+                         description="Convert TACO (tacodataset.org) into the competition layout: upright 512x512 "
+                                     "JPEGs, the 10 classes (trashlib/data/taco/classes.py), a stratified split, "
+                                     "test_labels.json, ATTRIBUTION.csv. Photos are downloaded from their URLs "
+                                     "(kept in OUT/originals/, so a second run resumes) or read from a checkout.")
+    tc.add_argument("--out", type=Path, required=True, help="output data root (new, empty, or an earlier TACO build to resume)")
+    tc.add_argument("--source", default=DEFAULT_SOURCE, help="TACO's repository: a local checkout (or its data/ folder) "
+                                                             f"or a URL of its raw files (default {DEFAULT_SOURCE})")
+    tc.add_argument("--unofficial", action="store_true", help="add TACO's unofficial set (crowd annotations, not reviewed)")
+    tc.add_argument("--workers", type=int, default=8, help="parallel downloads and conversions (default 8)")
+    tc.add_argument("--size", type=int, default=512, help="side of the square output photos (default 512)")
+    tc.add_argument("--download", action="store_true", help="with a local --source: download the photos it lacks")
+    tc.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    tc.add_argument("--retries", type=int, default=3, help="more tries after a timeout or a dropped connection (default 3)")
+    tc.set_defaults(func=_data_taco)
     c = data.add_parser("check", help="validate a dataset; report every problem; exit 1 if any")
     c.add_argument("root", type=Path, help="data root holding train_all/train/val/test.json")
     c.set_defaults(func=_data_check)

@@ -27,13 +27,14 @@ _PROTECTED_BY = (("a run folder", ("config.yaml", "environment.json")),
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
+    """Open a temporary file beside `path` (its name is `f.name`); rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; the final file gets normal permissions
-        with os.fdopen(fd, mode, **kwargs) as f:
+        os.close(fd)  # reopened by name, so that f.name is the temporary path (a download checks it before the rename)
+        with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

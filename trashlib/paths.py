@@ -26,6 +26,7 @@ METRICS_DIR = REPORTS_DIR / "metrics"
 RUNS_DIR = Path(os.environ.get("TRASHLIB_RUNS", PROJECT_DIR / "runs")).resolve()
 SYNTH_DIR = RAW_DIR / "trash-synth"
 SHARED_TACO_DIR = PACKAGE_DIR.parent.parent / "shared" / "data" / "taco-trash"
+SHARED_TACO_RAW_DIR = PACKAGE_DIR.parent.parent / "shared" / "data" / "taco-raw"  # TACO's own files (tests)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -49,6 +49,26 @@ def build_paster(cfg, *, work_size: int | None = None) -> Paster:
                   scale_range=tuple(cfg.cp_scale), **common)
 
 
+def pastable_variants(variants: dict[str, dict], counts: dict[int, int]) -> tuple[dict[str, dict], list[str]]:
+    """The arms whose class lists (`cp_classes`) the training split can paste, each list cut to the classes with
+    objects (`counts`: objects per class id, a DonorBank's), and a sentence per arm cut or dropped.
+
+    A class list naming a class the split lacks is an error when pasting (`copy_paste.class_probabilities`);
+    a small dataset (a TACO sample) may lack every rare class of the competition.
+    """
+    kept, said = {}, []
+    for name, fields in variants.items():
+        listed = list(fields.get("cp_classes", ()))
+        present = [c for c in listed if counts.get(class_id(c), 0) > 0]
+        if present != listed:
+            lacking = ", ".join(c for c in listed if c not in present)
+            said.append(f"{name}: the training split has no {lacking}; " + (f"pastes {', '.join(present)} only"
+                                                                               if present else "arm dropped"))
+        if present or not listed:
+            kept[name] = {**fields, "cp_classes": present} if listed else fields
+    return kept, said
+
+
 def online_paster(cfg) -> Paster | None:
     """What the training stream pastes with: the recipe when `copy_paste` is online (at the working
     resolution, where the augmentation brings every image first), else None."""
