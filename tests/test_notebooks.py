@@ -41,6 +41,19 @@ def test_profiles_name_only_parameters_the_notebooks_have(profile):
         assert set(parameters.notebook_parameters(prof, nb_path.stem)) <= set(declared)
 
 
+def test_the_smoke_profile_is_the_notebooks_own_defaults():
+    """nbval runs the notebooks with their defaults, `report --profile smoke` with the profile: the same run,
+    but for 01's viewer, which a headless report leaves out."""
+    from trashlib.notebook_cell import declared_parameters
+
+    prof = parameters.load_profile("smoke")
+    for nb_path in NOTEBOOKS:
+        defaults = {name: p.default for name, p in declared_parameters(nb_path).items()}
+        given = {k: v for k, v in (prof["notebooks"] or {}).get(nb_path.stem, {}).items() if k != "training"}
+        assert given == ({"interactive": False} if nb_path.stem == "01_EDA" else {}), nb_path.stem
+        assert all(defaults[k] != v for k, v in given.items()), f"{nb_path.stem} repeats a default"
+
+
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_training_notebook_takes_its_budget_as_one_parameter(nb_path):
     """The budget lives in the profiles' `training:` blocks; a notebook declares only what it varies."""
