@@ -203,6 +203,8 @@ def test_a_claim_is_read_against_the_interval_and_the_power_of_the_design():
     tie = Contrast(0.002, 3, var_train=0.005 ** 2, df_train=2)  # MDE about 0.035
     assert "cannot tell" in against_claim(tie, 0.01) and "the claim inside it" in against_claim(tie, 0.01)
     assert "would show 80% of the time" in against_claim(tie, -0.05) and "outside" in against_claim(tie, -0.05)
+    assert against_claim(tie, 0.0).endswith("the claim of no effect agrees: no effect larger than the MDE "
+                                            f"{tie.mde:.4f}")
     gain = Contrast(0.05, 3, var_train=0.005 ** 2, df_train=2)
     assert against_claim(gain, 0.01).endswith("a gain in the claimed direction")
     assert against_claim(gain, -0.05).endswith("a gain against the claim")

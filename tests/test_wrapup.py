@@ -149,6 +149,10 @@ def test_the_best_backbone_takes_03s_own_interval():
     m3 = {"models": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "semask-swin": grown}}
     stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
     assert stage.what == "semask-swin" and stage.reference == "none" and "interval" not in stage.note
+    grown["val_mIoU_mean"] = 0.2  # below the reference: still the step 03 measured, reported as it is
+    stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    assert stage.what == "semask-swin" and stage.delta < 0
+    grown["val_mIoU_mean"] = 0.306
     grown.update(delta=0.0003, delta_ci=[-0.004, 0.005], mde=0.006, noise="seeds + images", verdict="tie")
     stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
     assert stage.verdict == "tie" and stage.note == "95% interval [-0.004, +0.005], MDE 0.006 (noise: seeds + images)"

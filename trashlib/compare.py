@@ -203,6 +203,8 @@ def against_claim(judged: "Contrast | Mapping", claimed: float, *, who: str = "t
     where = "inside" if lo <= claimed <= hi else "outside"
     text = f"{who} claimed {claimed:+.4f}; measured {delta:+.4f} [{lo:+.4f}, {hi:+.4f}], the claim {where} it"
     if verdict_ == "tie":
+        if claimed == 0:
+            return text + f"; the claim of no effect agrees: no effect larger than the MDE {mde:.4f}"
         if abs(claimed) < mde:
             return text + f"; the claim is below this design's MDE {mde:.4f}, so the tie cannot tell"
         return text + f"; an effect that large would show 80% of the time (MDE {mde:.4f}) and did not"

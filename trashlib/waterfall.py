@@ -118,7 +118,8 @@ def _backbones(m: dict, noise) -> Stage:
     rows = [r for r in backbone_rows(m) if r[1] is not None]
     if not rows:
         raise KeyError("models (no model with a val mIoU)")
-    best, ref = max(rows, key=lambda r: r[1]), rows[0]
+    ref = rows[0]  # the step is the best other model against the reference, however they rank
+    best = max(rows[1:], key=lambda r: r[1]) if len(rows) > 1 else ref
     stage = Stage("best backbone", NOTEBOOKS[2], best[0], best[1], best[2], best[3], runs=best[4],
                   per_class_iou=best[5])
     _step(stage, ref[0], ref[1], ref[2], noise)
