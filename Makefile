@@ -44,10 +44,11 @@ report: venv data ## run every notebook with PROFILE (smoke, cpu: default, gpu) 
 	$(PY) -m trashlib report --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 
 test: venv ## unit tests, then the notebooks in their smoke configuration (nbval)
-	@# the unit tests never read the embedded dataset and keep about one core busy: the dataset is generated
-	@# beside them on the other core, and the notebooks, which need it, start once both are done
+	@# the unit tests never read the embedded dataset: it is generated beside them on the other core, and the
+	@# notebooks, which need it, start once both are done. The tests' torch keeps to one thread meanwhile: with
+	@# two, it fought the generator for both cores and the pair took far longer than either alone
 	$(MAKE) --no-print-directory data SYNTH_WORKERS=1 & data=$$!; \
-	$(PY) -m pytest -q tests; tests=$$?; wait $$data || exit 1; exit $$tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests; tests=$$?; wait $$data || exit 1; exit $$tests
 	$(MAKE) --no-print-directory test-notebooks
 
 test-fast: venv ## unit tests only, without the notebooks
