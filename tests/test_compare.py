@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from trashlib.classes import NUM_CLASSES
-from trashlib.compare import (Contrast, SeedResults, against_claim, compare_table, contrast, image_contrast, variant_record,
-                              verdict)
+from trashlib.compare import (Contrast, SeedResults, against_claim, compare_table, contrast, image_contrast, recorded,
+                              variant_record, verdict)
 from trashlib.metrics import Scores
 
 
@@ -214,3 +214,12 @@ def test_a_claim_is_read_against_the_interval_and_the_power_of_the_design():
     assert "no test of the claim" in against_claim({"delta": 0.05, "verdict": "one seed"}, 0.01)
     with pytest.raises(ValueError, match="finite"):
         against_claim(gain, math.nan)
+
+
+def test_a_recorded_contrast_reads_back_only_when_its_interval_is_whole():
+    judged = Contrast(0.02, 3, var_train=0.005 ** 2, df_train=2)
+    verdict_, ci, mde = recorded(judged.as_dict())
+    assert verdict_ == judged.verdict and ci == pytest.approx(judged.ci) and mde == pytest.approx(judged.mde)
+    for broken in ({}, None, {**judged.as_dict(), "mde": None}, {**judged.as_dict(), "delta_ci": [0.1]},
+                   {**judged.as_dict(), "verdict": "better"}, {**judged.as_dict(), "delta_ci": [0.1, math.nan]}):
+        assert recorded(broken) is None

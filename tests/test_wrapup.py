@@ -179,3 +179,10 @@ def test_the_seed_table_reads_each_notebooks_own_interval_and_words_the_claims_b
     assert crf["verdict"] == "tie" and crf["MDE"] == 0.017 and crf["CI low"] == -0.002
     assert any("below this design's MDE 0.0170, so the tie cannot tell" in c for c in seed_claims(seed_table(
         {"05_crf_ensemble": m5})))
+
+
+def test_the_seeds_model_table_is_read_by_trashlibs_model_names():
+    from trashlib.published import seed_score
+
+    assert seed_score("semask-swin") - seed_score("mask2former-swin") == pytest.approx(0.783 - 0.7718)
+    assert seed_score("segformer") is None  # the seed gives no number

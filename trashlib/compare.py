@@ -184,6 +184,19 @@ def verdict(delta: float, spread: float, *, seeds: int = 2) -> str:
     return Contrast.from_spread(delta, spread, seeds=seeds).verdict
 
 
+def recorded(record) -> tuple[str, tuple[float, float], float] | None:
+    """(verdict, 95% interval, MDE) of what a metrics file records of a `Contrast` (`Contrast.as_dict`), or
+    None where the record holds no finite interval and MDE (an older file, or nothing measured)."""
+    if not isinstance(record, Mapping):
+        return None
+    ci, mde, verdict_ = record.get("delta_ci"), record.get("mde"), record.get("verdict")
+    numbers = [*ci, mde] if isinstance(ci, (list, tuple)) and len(ci) == 2 else []
+    if verdict_ not in ("gain", "loss", "tie", "one seed") or not numbers or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        return None
+    return verdict_, (float(ci[0]), float(ci[1])), float(mde)
+
+
 def against_claim(judged: "Contrast | Mapping", claimed: float, *, who: str = "the seed") -> str:
     """One sentence on what a measured Δ says about a claimed one: whether the claim lies in its 95%
     interval, and, for a tie, whether the design could have seen an effect of the claimed size (its MDE).
@@ -194,10 +207,9 @@ def against_claim(judged: "Contrast | Mapping", claimed: float, *, who: str = "t
         measured = judged.verdict != "one seed" and judged.noise != "none"
         delta, (lo, hi), mde, verdict_ = judged.delta, judged.ci, judged.mde, judged.verdict
     else:
-        delta, ci, mde, verdict_ = judged.get("delta"), judged.get("delta_ci"), judged.get("mde"), judged.get("verdict")
-        measured = verdict_ in ("gain", "loss", "tie") and isinstance(ci, (list, tuple)) and len(ci) == 2 \
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in (*ci, mde if mde is not None else math.nan))
-        lo, hi = ci if measured else (math.nan, math.nan)
+        delta, read = judged.get("delta"), recorded(judged)
+        measured = read is not None and read[0] != "one seed"
+        verdict_, (lo, hi), mde = read if measured else (judged.get("verdict"), (math.nan, math.nan), math.nan)
     if not measured:
         return f"{who} claimed {claimed:+.4f}; measured {delta:+.4f} without an interval: no test of the claim"
     where = "inside" if lo <= claimed <= hi else "outside"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trashlib.compare import Contrast, against_claim
+from trashlib.compare import Contrast, against_claim, recorded
 from trashlib.waterfall import NOTEBOOKS, _num, backbone_rows, baseline_noise
 
 # (experiment, seed's model, before, after, note): the seed's report and the issues quoting it
@@ -31,6 +31,15 @@ SEED_MODELS = {
     "UperNet Swin-B": 0.60, "UperNet Swin-L": 0.70, "MaskDINO Swin-L": 0.74, "Mask2Former Swin-B": 0.7210,
     "Mask2Former Swin-L": 0.7718, "SeMask-FaPN Swin-L": 0.7724, "Mask2Former DiNAT-L": 0.7763, "SeMask Swin-L": 0.783,
 }
+
+# trashlib's model names -> the seed's large model of the same architecture in SEED_MODELS
+SEED_MODEL_OF = {"mask2former-swin": "Mask2Former Swin-L", "mask2former-dinat": "Mask2Former DiNAT-L",
+                 "semask-swin": "SeMask Swin-L", "upernet-swin": "UperNet Swin-L"}
+
+
+def seed_score(model: str) -> float | None:
+    """The seed's public-LB mIoU of the large version of a trashlib model, None where they give none."""
+    return SEED_MODELS.get(SEED_MODEL_OF.get(model, ""))
 
 
 def seed_delta(experiment: str, model: str | None = None) -> float:
@@ -74,10 +83,9 @@ def _variant_step(m: dict | None, *words) -> dict:
 def _judged(record: dict | None, delta: float, spread: float, seeds: int) -> dict:
     """{verdict, ci, mde} of a step: the notebook's own contrast where it recorded one (seeds paired, images
     resampled: `compare.Contrast.as_dict`), else the rule on the seed spread alone."""
-    ci, mde = (record or {}).get("delta_ci"), _num((record or {}).get("mde"))
-    if (record or {}).get("verdict") in ("gain", "loss", "tie") and isinstance(ci, list) and len(ci) == 2 \
-            and all(_num(v) is not None for v in ci) and mde is not None:
-        return {"verdict": record["verdict"], "ci": (float(ci[0]), float(ci[1])), "mde": mde}
+    read = recorded(record)
+    if read is not None and read[0] != "one seed":
+        return dict(zip(("verdict", "ci", "mde"), read))
     judged = Contrast.from_spread(delta, spread, seeds=seeds)
     measured = seeds > 1
     return {"verdict": judged.verdict, "ci": judged.ci if measured else None, "mde": judged.mde if measured else None}

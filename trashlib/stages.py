@@ -3,12 +3,13 @@
 Notebook 05 scores a chain of stages (best single run -> soft vote -> weighted -> hard vote -> + CRF ->
 + overwrite) on one val set, each a `trashlib.recipe.Recipe`. `collect_runs` finds the runs that the
 training notebooks reported, grouped so that seeds share a group; `rank_runs` orders them by their own
-recorded evaluation and `choose_members` takes an ensemble's members, one architecture each first. `judge_stages` judges each stage against the stage it builds on by the rule of
-`trashlib.compare` (a paired bootstrap over the scored images, with the spread over the seeds of the best
-single run's group standing in for the training noise); `stage_table` tabulates it, with the rare classes'
-changes and their intervals; `class_deltas` gives every class's change, `crf_changes` finds the images a
-step helps or hurts most, and `lessons` writes the closing sentences from the numbers. (`trashlib.recipe.pick_stage` chooses the
-stage notebook 07 submits from what 05 saved.)
+recorded evaluation and `choose_members` takes an ensemble's members, one architecture each first.
+`judge_stages` judges each stage against the stage it builds on by the rule of `trashlib.compare` (a
+paired bootstrap over the scored images, with the spread over the seeds of the best single run's group
+standing in for the training noise); `stage_table` tabulates it, with the rare classes' changes and their
+intervals; `class_deltas` gives every class's change, `crf_changes` finds the images a step helps or hurts
+most, and `lessons` writes the closing sentences from the numbers. (`trashlib.recipe.pick_stage` chooses
+the stage notebook 07 submits from what 05 saved.)
 """
 from __future__ import annotations
 

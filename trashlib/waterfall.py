@@ -24,7 +24,7 @@ import pandas as pd
 import seaborn as sns
 
 from trashlib.classes import CLASS_NAMES
-from trashlib.compare import Contrast
+from trashlib.compare import Contrast, recorded
 
 NOTEBOOKS = ("01_EDA", "02_baseline_mask2former", "03_backbones_dinat_semask", "04_copy_paste", "05_crf_ensemble",
              "06_pseudo_label", "07_submission")
@@ -124,7 +124,7 @@ def _backbones(m: dict, noise) -> Stage:
                   per_class_iou=best[5])
     _step(stage, ref[0], ref[1], ref[2], noise)
     record = (m.get("models") or {}).get(best[0]) if isinstance(m.get("models"), dict) else None
-    return _recorded(stage, record) if isinstance(record, dict) and best is not ref else stage
+    return _recorded(stage, record) if best is not ref else stage
 
 
 def _variants(m: dict, name: str, notebook: str) -> Stage:
@@ -144,11 +144,11 @@ def _variants(m: dict, name: str, notebook: str) -> Stage:
 def _recorded(stage: Stage, record: dict) -> Stage:
     """The notebook's own contrast, where its record has one (`compare.Contrast.as_dict`: verdict, delta_ci,
     mde, noise): its verdict, and its interval and MDE in the note."""
-    ci, mde = record.get("delta_ci"), _num(record.get("mde"))
-    if record.get("verdict") in ("gain", "loss", "tie", "one seed") and stage.delta is not None \
-            and isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci) and mde is not None:
-        stage.verdict, stage.ci, stage.mde = record["verdict"], (float(ci[0]), float(ci[1])), mde
-        stage.note = f"95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}], MDE {mde:.3f} (noise: {record.get('noise', 'seeds')})"
+    read = recorded(record)
+    if read is not None and stage.delta is not None:
+        stage.verdict, stage.ci, stage.mde = read
+        stage.note = f"95% interval [{stage.ci[0]:+.3f}, {stage.ci[1]:+.3f}], MDE {stage.mde:.3f} " \
+                     f"(noise: {record.get('noise', 'seeds')})"
     return stage
 
 
