@@ -44,11 +44,11 @@ report: venv data ## run every notebook with PROFILE (smoke, cpu: default, gpu) 
 	$(PY) -m trashlib report --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 
 test: venv ## unit tests, then the notebooks in their smoke configuration (nbval)
-	@# the unit tests never read the embedded dataset: it is generated beside them on the other core, and the
-	@# notebooks, which need it, start once both are done. The tests' torch keeps to one thread meanwhile: with
-	@# two, it fought the generator for both cores and the pair took far longer than either alone
+	@# the unit tests never read the embedded dataset: it is generated beside them, and the notebooks, which
+	@# need it, start once both are done. The tests run in two processes (pytest-xdist) whose torch keeps to one
+	@# thread each: most tests are small, and one thread per test keeps both cores busy where two threads did not
 	$(MAKE) --no-print-directory data SYNTH_WORKERS=1 & data=$$!; \
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests; tests=$$?; wait $$data || exit 1; exit $$tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests; tests=$$?; wait $$data || exit 1; exit $$tests
 	$(MAKE) --no-print-directory test-notebooks
 
 test-fast: venv ## unit tests only, without the notebooks
@@ -56,7 +56,7 @@ test-fast: venv ## unit tests only, without the notebooks
 
 test-notebooks: venv data ## run the notebooks with their default (smoke) parameters under nbval
 	@# smoke runs and their reports stay out of the real reports/ and runs/
-	TRASHLIB_REPORTS=$(CURDIR)/$(NBVAL_DIR)/reports TRASHLIB_RUNS=$(CURDIR)/$(NBVAL_DIR)/runs $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/
+	TRASHLIB_PROGRESS=0 TRASHLIB_REPORTS=$(CURDIR)/$(NBVAL_DIR)/reports TRASHLIB_RUNS=$(CURDIR)/$(NBVAL_DIR)/runs $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/
 
 bench: venv data ## run the benchmarks in bench/ (each prints its ratio against a baseline)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -292,3 +292,33 @@ def test_profile_helpers():
     gflops_64, gflops_128 = count_gflops(model, 64), count_gflops(model, 128)
     assert gflops_64 > 0 and 3.5 < gflops_128 / gflops_64 < 4.5  # a conv net's cost scales with the area
     assert time_inference(model, 64, 1, warmup=0) > 0
+
+
+def test_dinat_under_mask2former_builds_without_transformers_compatibility_warning():
+    """transformers warns that DiNAT "may not be compatible with Mask2Former"; the factory wires it on purpose."""
+    import logging
+
+    from transformers import Mask2FormerConfig
+    from transformers.utils import logging as hf_logging
+
+    from trashlib.models.dinat import dinat_config
+    from trashlib.models.mask2former import mask2former_config
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    log = hf_logging.get_logger("transformers.models.mask2former.configuration_mask2former")
+    handler = Keep()
+    log.addHandler(handler)
+    try:
+        hf_logging.get_logger().warning_once.__func__.cache_clear()  # transformers says it once per process
+        mask2former_config(dinat_config("tiny"), {}, num_classes=NUM_CLASSES)
+        assert not [m for m in records if "not a supported model" in m]
+        hf_logging.get_logger().warning_once.__func__.cache_clear()
+        Mask2FormerConfig(backbone_config=dinat_config("tiny"))  # the same config built plainly does warn
+        assert [m for m in records if "not a supported model" in m]
+    finally:
+        log.removeHandler(handler)

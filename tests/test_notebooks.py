@@ -90,6 +90,8 @@ def test_report_renders_eda_smoke(tmp_path, monkeypatch, tiny_root):
     html = (tmp_path / "reports" / "01_EDA.html").read_text()
     assert "data:image/png;base64" in html
     assert json.loads((tmp_path / "reports" / "metrics" / "01_EDA.json").read_text())
+    executed = (tmp_path / "reports" / "01_EDA.ipynb").read_text()
+    assert "widget-view" not in executed and "EDA: " not in executed  # 01's progress bar is off in a report
     index = (tmp_path / "reports" / "index.html").read_text()
     assert 'href="01_EDA.html"' in index and "failed" not in index
 

@@ -146,3 +146,17 @@ def test_cpu_profile_trunk_pastes_rare_classes_and_each_arm_pastes_only_what_its
             for name, fields in {"none": {}, **variants}.items()}
     assert tags == {"none": "", "online uniform": "_cp-online-uniform", "online rare": trunk_cfg.copy_paste_tag,
                     "offline": "_cp-offline-uniform", "classmix": "_classmix"}
+
+
+def test_save_figure_writes_the_png_and_returns_nothing_for_a_cell_to_print(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path)
+    fig, ax = plt.subplots(figsize=(1, 1))
+    assert report.save_figure(fig, "02_curve") is None  # a cell ending with it shows no PosixPath(...)
+    plt.close(fig)
+    assert report.figure_path("02_curve").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.rglob("*")] == ["figures", "02_curve.png"]

@@ -182,7 +182,9 @@ def test_the_seed_table_reads_each_notebooks_own_interval_and_words_the_claims_b
 
 
 def test_the_seeds_model_table_is_read_by_trashlibs_model_names():
-    from trashlib.published import seed_score
+    from trashlib.published import seed_cost, seed_score
 
     assert seed_score("semask-swin") - seed_score("mask2former-swin") == pytest.approx(0.783 - 0.7718)
     assert seed_score("segformer") is None  # the seed gives no number
+    assert seed_score("semask-fapn") == 0.7724 and seed_score("maskdino") == 0.74
+    assert seed_cost("mask2former-dinat") == (510, 220) and seed_cost("semask-fapn") == (None, None)

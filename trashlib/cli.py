@@ -18,7 +18,7 @@ from trashlib.data.taco.build import build_taco
 from trashlib.data.taco.source import DEFAULT_SOURCE
 from trashlib.ensemble import ensemble, fit_weights
 from trashlib.evaluation import evaluate_index, score_submission
-from trashlib.inference import TTA, predict
+from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.io import check_output
 from trashlib.overwrite import overwrite_index
 from trashlib.probs import INDEX_FILE, ProbIndex
@@ -134,7 +134,7 @@ def _ensemble_input(path: Path, data, split: str) -> ProbIndex:
         run = Run(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: neither a probability index ({INDEX_FILE}) nor a run folder") from None
-    return predict(run, data, split, tta=TTA(hflip=True))
+    return predict(run, data, split, tta=DEFAULT_TTA)
 
 
 def _fit(args, indices) -> tuple[float, ...]:

@@ -27,6 +27,7 @@ from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
 from trashlib.probmap import save_probs
 from trashlib.probs import ProbIndex, ProbWriter, derived_dir, stored_index
+from trashlib.progress import shown
 
 try:  # declared in environment.yml (pydensecrf2 installs this module); said plainly where it is missing
     import pydensecrf.densecrf as dcrf
@@ -147,7 +148,7 @@ def _run_jobs(index, dataset, jobs, *, workers: int | None, progress: bool, desc
     index.check_split(dataset, subset=subset)  # the split's images, at their size: named here, not in a worker
     by_name = {info["file_name"]: info for info in dataset.image_infos}
     images = [(str(dataset.root / n), by_name[n]["width"], by_name[n]["height"]) for n in index.file_names]
-    with tqdm(total=len(jobs), disable=not progress, desc=desc) as bar:
+    with tqdm(total=len(jobs), disable=not shown(progress), desc=desc) as bar:
         if workers <= 1 or len(jobs) <= 1:
             _init_worker(str(index.path), images, single_thread=False)
             for result in map(_crf_job, jobs):
@@ -168,7 +169,7 @@ def _run_jobs(index, dataset, jobs, *, workers: int | None, progress: bool, desc
 
 
 def crf_index(index, data_root=None, split: str = "val", params: CRFParams = CRFParams(), *,
-              workers: int | None = None, out_dir=None, force: bool = False, progress: bool = True) -> ProbIndex:
+              workers: int | None = None, out_dir=None, force: bool = False, progress: bool | None = None) -> ProbIndex:
     """DenseCRF on every image of an index (pool of `workers` processes, default every core), as a new index.
 
     Written beside the input's folder in the store, as <input folder>_crf-<params.tag>; reused when
@@ -198,7 +199,7 @@ def crf_grid(base: CRFParams = CRFParams(), **values) -> list[CRFParams]:
 
 
 def sweep_crf(index, data_root=None, split: str = "val", grid=None, *, workers: int | None = None,
-              subset: bool = False, progress: bool = True) -> pd.DataFrame:
+              subset: bool = False, progress: bool | None = None) -> pd.DataFrame:
     """Val mIoU of the input ("input" row) and of each CRF setting of `grid` (CRFParams or preset names).
 
     Nothing is stored: workers return label maps, scored as they arrive. An index that misses images of

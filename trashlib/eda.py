@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from trashlib.classes import CLASS_NAMES, COMPETITION_COUNTS, NUM_CLASSES, class_id
 from trashlib.data.raster import annotation_rle
 from trashlib.mislabel import image_feature_maps, region_features
+from trashlib.progress import shown
 
 PLASTIC_BAG = class_id("Plastic bag")
 ANNOTATION_COLUMNS = ["annotation_id", "index", "image_id", "file_name", "category_id", "area", "area_share",
@@ -142,7 +143,7 @@ def _describe_objects(anns: list[dict], *, image_index: int, file_name: str, hei
 
 def collect_stats(dataset, *, max_images: int | None = None, colour_pixels: int = 200,
                   with_features: bool = True, min_inside: float = 0.5, seed: int = 0,
-                  progress: bool = False) -> DatasetStats:
+                  progress: bool | None = None) -> DatasetStats:
     """Walk the (evenly subsampled) split once and gather every EDA statistic.
 
     colour_pixels: pixels sampled per image and class for the colour plots (0: none);
@@ -155,7 +156,7 @@ def collect_stats(dataset, *, max_images: int | None = None, colour_pixels: int 
     colours: dict[int, list] = {c: [] for c in range(1, NUM_CLASSES)}
     class_images: dict[int, list[int]] = {c: [] for c in range(1, NUM_CLASSES)}
     iterator = indices
-    if progress:
+    if shown(progress):
         iterator = tqdm(indices, desc="EDA", unit="img")
     for i in iterator:
         i = int(i)

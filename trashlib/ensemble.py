@@ -25,6 +25,7 @@ from trashlib.data import TrashDataset
 from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
 from trashlib.probs import ProbIndex, ProbWriter, store_dir, stored_index
+from trashlib.progress import shown
 
 VOTES = ("soft", "hard")
 HARD_OUTPUTS = ("onehot", "share")
@@ -64,7 +65,7 @@ def positions(indices, items) -> list[list[int]]:
     return out
 
 
-def disagreement(indices, names=None, *, progress: bool = False) -> pd.DataFrame:
+def disagreement(indices, names=None, *, progress: bool | None = None) -> pd.DataFrame:
     """How different the members are: for each pair, the share of pixels of their common images where
     their labels (argmax) differ; (members x members), 0 on the diagonal. Members that never disagree add
     nothing to a vote; the seed's members were different architectures."""
@@ -75,7 +76,7 @@ def disagreement(indices, names=None, *, progress: bool = False) -> pd.DataFrame
         raise ValueError(f"{len(indices)} members but {len(names)} names")
     n = len(indices)
     differ, pixels = np.zeros((n, n), np.int64), 0
-    for j in tqdm(range(len(items)), desc="disagreement", unit="img", disable=not progress):
+    for j in tqdm(range(len(items)), desc="disagreement", unit="img", disable=not shown(progress)):
         labels = [index.argmax(where[m][j]) for m, index in enumerate(indices)]
         pixels += labels[0].size
         for a in range(n):
@@ -189,7 +190,7 @@ def _folder(indices, settings: dict, name: str | None, out_dir) -> Path:
 
 
 def ensemble(indices, *, weights=None, vote: str = "soft", best: int = 0, hard_output: str = "onehot",
-             name: str | None = None, out_dir=None, force: bool = False, progress: bool = True) -> ProbIndex:
+             name: str | None = None, out_dir=None, force: bool = False, progress: bool | None = None) -> ProbIndex:
     """Write the soft or hard vote of probability indices as a new index, one image at a time.
 
     Soft: `soft_vote` with `weights` (equal by default). Hard: `hard_vote` with ties to input `best`,
@@ -215,7 +216,7 @@ def ensemble(indices, *, weights=None, vote: str = "soft", best: int = 0, hard_o
     check_writable(folder, what=f"the ensemble to {folder}")
     where = positions(indices, items)
     writer = ProbWriter(folder, items, settings, force=force)
-    for j in tqdm(writer.todo, disable=not progress, desc=f"{vote} vote"):
+    for j in tqdm(writer.todo, disable=not shown(progress), desc=f"{vote} vote"):
         if vote == "soft":
             writer.write(j, soft_vote((ix.load(where[m][j]) for m, ix in enumerate(indices)), w))
         else:
@@ -253,7 +254,7 @@ def _score(indices, items, where, dataset, candidates, *, stride: int, progress:
     """mIoU of each candidate weight vector, in one streamed pass over the images."""
     by_name = {n: i for i, n in enumerate(dataset.file_names)}
     cms = np.zeros((len(candidates), NUM_CLASSES, NUM_CLASSES), np.int64)
-    for j in tqdm(range(len(items)), disable=not progress, desc=desc):
+    for j in tqdm(range(len(items)), disable=not shown(progress), desc=desc):
         name = items[j]["file_name"]
         maps = [ix.load(where[m][j])[:, ::stride, ::stride] for m, ix in enumerate(indices)]
         mask = dataset.load_mask(by_name[name])[::stride, ::stride]
@@ -263,7 +264,7 @@ def _score(indices, items, where, dataset, candidates, *, stride: int, progress:
 
 
 def fit_weights(indices, data_root=None, split: str = "val", *, step: float = 0.2, min_step: float = 0.05,
-                rounds: int = 12, stride: int = 2, subset: bool = False, progress: bool = True) -> WeightSearch:
+                rounds: int = 12, stride: int = 2, subset: bool = False, progress: bool | None = None) -> WeightSearch:
     """Soft-vote weights maximising mIoU on a labelled split, by coordinate search on the simplex.
 
     From equal weights, each round scores every move of `step` weight from one input to another (one

@@ -23,6 +23,7 @@ from trashlib.io import check_writable
 from trashlib.probmap import quantize_probs
 from trashlib.probs import ProbIndex, ProbWriter, store_dir, stored_index
 from trashlib.runs import Run
+from trashlib.progress import shown
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class TTA:
 def _starts(length: int, size: int, stride: int) -> list[int]:
     starts = list(range(0, length - size + 1, stride))
     return starts if starts[-1] == length - size else starts + [length - size]
+
+
+#: the test-time augmentation every prediction uses unless told otherwise: the image and its mirror
+DEFAULT_TTA = TTA(hflip=True)
 
 
 @torch.no_grad()
@@ -183,9 +188,9 @@ def _model_source(run_or_model, which: str, device):
     return desc, f"{desc['name'] or 'model'}-{desc['weights'][:8]}", lambda: model
 
 
-def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = TTA(hflip=True), out_dir=None,
+def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = DEFAULT_TTA, out_dir=None,
             batch_size: int = 1, quantize: bool = True, which: str = "best", device=None, workers: int = 2,
-            force: bool = False, progress: bool = True, max_images: int | None = None) -> ProbIndex:
+            force: bool = False, progress: bool | None = None, max_images: int | None = None) -> ProbIndex:
     """Write every image's TTA probabilities of a split to the store (reusing a complete identical result).
 
     The run, the split and the writability of the output folder are checked before the model is loaded.
@@ -222,7 +227,7 @@ def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = TTA
     writer = ProbWriter(folder, items, settings, quantize=quantize, force=force)
     model.eval()
     loader = item_loader(dataset, writer.todo, batch_size=batch_size, workers=workers, masks=False)
-    with tqdm(total=len(items), initial=len(items) - len(writer.todo), disable=not progress,
+    with tqdm(total=len(items), initial=len(items) - len(writer.todo), disable=not shown(progress),
               desc=f"predict {split}") as bar:
         for batch in loader:  # the writer compresses in the background while the next batch runs
             for group in same_size_groups(batch):

@@ -20,6 +20,7 @@ from trashlib.ensemble import aligned_items, positions
 from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
 from trashlib.probs import ProbIndex, ProbWriter, derived_dir, stored_index
+from trashlib.progress import shown
 
 
 def _check_overwrite(k: int, n: int, max_area) -> None:
@@ -76,7 +77,7 @@ def overwrite_probs(probs, pred) -> np.ndarray:
 
 
 def overwrite_index(crf, inputs, *, k: int, max_area: int | None = None, out_dir=None, force: bool = False,
-                    progress: bool = True) -> ProbIndex:
+                    progress: bool | None = None) -> ProbIndex:
     """`overwrite` on every image of a CRF index with the argmaxes of the non-CRF `inputs`, as a new index.
 
     Stored beside the CRF index as <its folder>_ow-k<k>[-a<max_area>]; the overwritten pixels are one-hot.
@@ -94,7 +95,7 @@ def overwrite_index(crf, inputs, *, k: int, max_area: int | None = None, out_dir
     check_writable(folder, what=f"the overwritten CRF output to {folder}")
     where = positions([crf] + inputs, items)
     writer = ProbWriter(folder, items, settings, force=force)
-    for j in tqdm(writer.todo, disable=not progress, desc=f"overwrite k={k}"):
+    for j in tqdm(writer.todo, disable=not shown(progress), desc=f"overwrite k={k}"):
         probs = crf.load(where[0][j])
         preds = [ix.argmax(where[m + 1][j]) for m, ix in enumerate(inputs)]
         writer.write(j, overwrite_probs(probs, overwrite(probs.argmax(0), preds, k=k, max_area=max_area)))
@@ -102,7 +103,7 @@ def overwrite_index(crf, inputs, *, k: int, max_area: int | None = None, out_dir
 
 
 def sweep_overwrite(crf, inputs, data_root=None, split: str = "val", *, ks=None, max_areas=(None,),
-                    subset: bool = False, progress: bool = True) -> pd.DataFrame:
+                    subset: bool = False, progress: bool | None = None) -> pd.DataFrame:
     """mIoU on a labelled split of the CRF index ("k" 0) and of `overwrite` for every k x max_area, one pass.
 
     Indices that miss images of the split are refused unless `subset` asks for a part of it on purpose.
@@ -118,7 +119,7 @@ def sweep_overwrite(crf, inputs, data_root=None, split: str = "val", *, ks=None,
     by_name = {n: i for i, n in enumerate(dataset.file_names)}
     where = positions([crf] + inputs, items)
     cms = np.zeros((len(combos) + 1, NUM_CLASSES, NUM_CLASSES), np.int64)
-    for j in tqdm(range(len(items)), disable=not progress, desc="overwrite sweep"):
+    for j in tqdm(range(len(items)), disable=not shown(progress), desc="overwrite sweep"):
         mask = dataset.load_mask(by_name[items[j]["file_name"]])
         crf_pred = crf.argmax(where[0][j])
         preds = [ix.argmax(where[m + 1][j]) for m, ix in enumerate(inputs)]

@@ -29,6 +29,7 @@ from trashlib import paths
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset, write_label_maps
 from trashlib.io import read_json, write_json
+from trashlib.progress import shown
 
 KINDS = ("hard", "global", "per_class")
 BINS = 1000  # confidence is quantised to 1/BINS for the per-class thresholds, in both passes alike
@@ -98,7 +99,8 @@ def pseudo_label(probs, *, threshold: float | np.ndarray = 0.0) -> np.ndarray:
     return np.where(confidence_bins(conf) >= limit, pred, IGNORE_INDEX).astype(np.uint8)
 
 
-def class_thresholds(indices, *, keep: float, num_classes: int = NUM_CLASSES, progress: bool = False) -> np.ndarray:
+def class_thresholds(indices, *, keep: float, num_classes: int = NUM_CLASSES,
+                     progress: bool | None = None) -> np.ndarray:
     """Per predicted class, the highest confidence t such that pixels >= t are at least `keep` of its pixels.
 
     One streamed pass over every map of `indices`; a class never predicted gets threshold 1.
@@ -108,7 +110,7 @@ def class_thresholds(indices, *, keep: float, num_classes: int = NUM_CLASSES, pr
     """
     hist = np.zeros((num_classes, BINS), np.int64)
     for index in indices:
-        for _, probs in tqdm(index, total=len(index), disable=not progress, desc="confidence histogram"):
+        for _, probs in tqdm(index, total=len(index), disable=not shown(progress), desc="confidence histogram"):
             pred, conf = confidence(probs)
             hist += np.bincount(pred.astype(np.int64).ravel() * BINS + confidence_bins(conf).ravel(),
                                 minlength=num_classes * BINS).reshape(num_classes, BINS)[:num_classes]
@@ -144,7 +146,8 @@ def _data_root(index, data_root) -> Path:
 
 def _samples(indices, roots, recipe: PseudoRecipe, thresholds, stats: dict, progress: bool):
     for index, root in zip(indices, roots):
-        for name, probs in tqdm(index, total=len(index), disable=not progress, desc=f"pseudo labels {recipe.tag}"):
+        for name, probs in tqdm(index, total=len(index), disable=not shown(progress),
+                                desc=f"pseudo labels {recipe.tag}"):
             if recipe.kind == "hard":
                 mask = pseudo_label(probs)
             elif recipe.kind == "global":
@@ -159,7 +162,7 @@ def _samples(indices, roots, recipe: PseudoRecipe, thresholds, stats: dict, prog
 
 
 def make_pseudo_labels(teachers, recipe: PseudoRecipe = PseudoRecipe(), *, data_root=None, out_dir=None,
-                       force: bool = False, progress: bool = False) -> LabelMapDataset:
+                       force: bool = False, progress: bool | None = None) -> LabelMapDataset:
     """The label-map set of `recipe` applied to `teachers` (one ProbIndex, or one per unlabelled split).
 
     Written under data/interim/label-maps/pseudo_<splits>-<tag>-<hash>/ (or `out_dir`), reused when the

@@ -32,14 +32,25 @@ SEED_MODELS = {
     "Mask2Former Swin-L": 0.7718, "SeMask-FaPN Swin-L": 0.7724, "Mask2Former DiNAT-L": 0.7763, "SeMask Swin-L": 0.783,
 }
 
+# The published cost of the seed's large models, as their report quotes it: (GFLOPs, millions of parameters).
+# Papers count a multiply-add as one FLOP, half of trashlib.models.profile's count.
+SEED_COSTS = {"Mask2Former Swin-L": (630, 215), "Mask2Former DiNAT-L": (510, 220), "SeMask Swin-L": (643, 223)}
+
 # trashlib's model names -> the seed's large model of the same architecture in SEED_MODELS
 SEED_MODEL_OF = {"mask2former-swin": "Mask2Former Swin-L", "mask2former-dinat": "Mask2Former DiNAT-L",
-                 "semask-swin": "SeMask Swin-L", "upernet-swin": "UperNet Swin-L"}
+                 "semask-swin": "SeMask Swin-L", "upernet-swin": "UperNet Swin-L",
+                 "semask-fapn": "SeMask-FaPN Swin-L", "maskdino": "MaskDINO Swin-L"}
 
 
 def seed_score(model: str) -> float | None:
     """The seed's public-LB mIoU of the large version of a trashlib model, None where they give none."""
     return SEED_MODELS.get(SEED_MODEL_OF.get(model, ""))
+
+
+def seed_cost(model: str) -> tuple[float, float] | tuple[None, None]:
+    """The published (GFLOPs counting a multiply-add once, millions of parameters) of the large version of a
+    trashlib model as the seed's report quotes them, (None, None) where it quotes none."""
+    return SEED_COSTS.get(SEED_MODEL_OF.get(model, ""), (None, None))
 
 
 def seed_delta(experiment: str, model: str | None = None) -> float:

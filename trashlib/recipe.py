@@ -18,7 +18,7 @@ from trashlib import paths
 from trashlib.crf import CRFParams, crf_index
 from trashlib.data import resolve_data_root
 from trashlib.ensemble import VOTES, ensemble, normalize_weights
-from trashlib.inference import TTA, predict
+from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.overwrite import overwrite_index
 from trashlib.probs import ProbIndex
 from trashlib.runs import resolve_run
@@ -40,7 +40,7 @@ class Recipe:
     or None) and `overwrite` (k of the members, after CRF) with `max_area` (pixels, None: any size)."""
 
     members: tuple[str, ...]
-    tta: TTA = TTA(hflip=True)
+    tta: TTA = DEFAULT_TTA
     vote: str | None = None
     weights: tuple[float, ...] | None = None
     crf: CRFParams | None = None
@@ -112,14 +112,14 @@ class Recipe:
 
 
 def member_indices(recipe: Recipe, data_root=None, split: str = "val", *, max_images: int | None = None,
-                   progress: bool = False) -> list[ProbIndex]:
+                   progress: bool | None = None) -> list[ProbIndex]:
     """The members' stored predictions of a split with the recipe's TTA (predicted when not stored yet)."""
     return [predict(resolve_run(name), data_root, split, tta=recipe.tta, max_images=max_images, progress=progress)
             for name in recipe.members]
 
 
 def apply_recipe(recipe: Recipe, data_root=None, split: str = "val", *, max_images: int | None = None,
-                 workers: int | None = None, progress: bool = False) -> ProbIndex:
+                 workers: int | None = None, progress: bool | None = None) -> ProbIndex:
     """The stage's probabilities on a split: members' predictions -> vote -> CRF -> overwrite, each stored.
 
     `max_images` restricts to the split's first images (a val subset; never for a submission);

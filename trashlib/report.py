@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trashlib import paths
+from trashlib import paths, progress
 from trashlib.io import atomic_open, write_json
 from trashlib.metrics_file import read_metrics
 from trashlib.parameters import load_profile, notebook_parameters, notebook_paths
@@ -64,12 +64,18 @@ def load_metrics(notebook: str) -> dict | None:
         raise ValueError(f"{e}; run {notebook} again to write it anew") from None
 
 
-def save_figure(fig, name: str, *, dpi: int = 110) -> Path:
-    """Save a matplotlib figure to reports/figures/<name>.png (atomic) and return the path."""
-    path = paths.REPORTS_DIR / "figures" / f"{name}.png"
-    with atomic_open(path, "wb") as f:
+def save_figure(fig, name: str, *, dpi: int = 110) -> None:
+    """Save a matplotlib figure to reports/figures/<name>.png (atomic; `figure_path(name)`).
+
+    It returns nothing, so a notebook cell that ends with it shows the figure and no path.
+    """
+    with atomic_open(figure_path(name), "wb") as f:
         fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
-    return path
+
+
+def figure_path(name: str) -> Path:
+    """Where `save_figure` puts the figure `name`."""
+    return paths.REPORTS_DIR / "figures" / f"{name}.png"
 
 
 def reported_runs(notebooks) -> list[str]:
@@ -161,6 +167,11 @@ def _kernel_name() -> str:
     return "trashlib" if "trashlib" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+# the kernel's own log, not the notebook's output: it warns at every start that it talks to papermill over
+# local TCP without encryption, one line per notebook that tells the reader of `make report` nothing
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
 def run_notebook(nb_path: Path, parameters: dict, *, out_dir: Path) -> dict:
     """Execute one notebook with papermill into out_dir (.ipynb and .html); returns a status record."""
     import papermill as pm
@@ -171,8 +182,9 @@ def run_notebook(nb_path: Path, parameters: dict, *, out_dir: Path) -> dict:
     start = time.perf_counter()
     status, error = "ok", None
     try:
-        pm.execute_notebook(str(nb_path), str(tmp), parameters=parameters, cwd=str(nb_path.parent),
-                            progress_bar=False, kernel_name=_kernel_name())
+        with _environment(**{progress.ENV: "0"}):  # a rendered report holds results, not progress bars
+            pm.execute_notebook(str(nb_path), str(tmp), parameters=parameters, cwd=str(nb_path.parent),
+                                progress_bar=False, kernel_name=_kernel_name(), extra_arguments=KERNEL_ARGUMENTS)
     except Exception as e:  # the failed notebook is still rendered, so the reader sees the traceback
         status, error = "failed", f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
     seconds = time.perf_counter() - start
@@ -184,22 +196,33 @@ def run_notebook(nb_path: Path, parameters: dict, *, out_dir: Path) -> dict:
 
 
 @contextlib.contextmanager
+def _environment(**values: str):
+    """Set environment variables for the duration (the notebook kernels inherit them), then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
 def _reports_dir(out_dir: str | os.PathLike | None):
     """Send this process's and the notebook kernels' report files to out_dir for the duration."""
     if out_dir is None:
         yield paths.REPORTS_DIR
         return
-    saved = paths.REPORTS_DIR, os.environ.get("TRASHLIB_REPORTS")
+    saved = paths.REPORTS_DIR
     paths.REPORTS_DIR = Path(out_dir).resolve()
-    os.environ["TRASHLIB_REPORTS"] = str(paths.REPORTS_DIR)  # kernels inherit the environment
     try:
-        yield paths.REPORTS_DIR
+        with _environment(TRASHLIB_REPORTS=str(paths.REPORTS_DIR)):
+            yield paths.REPORTS_DIR
     finally:
-        paths.REPORTS_DIR = saved[0]
-        if saved[1] is None:
-            os.environ.pop("TRASHLIB_REPORTS", None)
-        else:
-            os.environ["TRASHLIB_REPORTS"] = saved[1]
+        paths.REPORTS_DIR = saved
 
 
 def make_report(profile: str = "cpu", notebooks: list[str] | None = None, *, data_root: str | None = None,

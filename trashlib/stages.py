@@ -28,7 +28,7 @@ from trashlib.compare import Contrast, SeedResults, image_contrast
 from trashlib.crf import CRFParams, crf_preset
 from trashlib.data import resolve_data_root
 from trashlib.evaluation import Evaluation, evaluate_index
-from trashlib.inference import TTA
+from trashlib.inference import DEFAULT_TTA, TTA
 from trashlib.metrics import Scores
 from trashlib.probs import ProbIndex
 from trashlib.recipe import Recipe, apply_recipe
@@ -133,14 +133,14 @@ class Stage:
 
 
 def evaluate_stage(recipe: Recipe, data_root=None, split: str = "val", *, max_images: int | None = None,
-                   workers: int | None = None, progress: bool = False) -> Stage:
+                   workers: int | None = None, progress: bool | None = None) -> Stage:
     """`apply_recipe` on a labelled split, scored; `max_images` asks for its first images only (a subset
     on purpose: the evaluation's `coverage` says "N of M images")."""
     index = apply_recipe(recipe, data_root, split, max_images=max_images, workers=workers, progress=progress)
     return Stage(recipe, index, evaluate_index(index, data_root, split, subset=max_images is not None))
 
 
-def evaluate_runs(names, data_root=None, split: str = "val", *, tta: TTA = TTA(hflip=True),
+def evaluate_runs(names, data_root=None, split: str = "val", *, tta: TTA = DEFAULT_TTA,
                   max_images: int | None = None) -> dict[str, Evaluation]:
     """Each run's predictions of a labelled split with `tta` (stored; made when missing), scored: {run name: Evaluation}."""
     return {name: evaluate_stage(Recipe((name,), tta=tta), data_root, split, max_images=max_images).evaluation

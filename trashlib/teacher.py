@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from trashlib import paths
 from trashlib.ensemble import ensemble
-from trashlib.inference import TTA, predict
+from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.recipe import Recipe, apply_recipe
 from trashlib.report import load_metrics
 from trashlib.runs import Run, best_run, resolve_run
@@ -36,7 +36,7 @@ class Teacher:
     runs: list[str] = field(default_factory=list)
 
 
-def ensemble_spec(metrics: dict | None, *, tta: TTA = TTA(hflip=True)) -> Recipe | None:
+def ensemble_spec(metrics: dict | None, *, tta: TTA = DEFAULT_TTA) -> Recipe | None:
     """05's `best_ensemble` as a Recipe (its own TTA, else `tta`), or None when 05 recorded none.
 
     A malformed entry is a ValueError naming the metrics file and the key.
@@ -67,8 +67,8 @@ def _baseline_runs(runs) -> list[Run]:
     return [r for r in found + list(runs) if r.finished]
 
 
-def choose_teacher(splits=("test",), *, data_root=None, runs=(), tta: TTA = TTA(hflip=True),
-                   max_images: int | None = None, progress: bool = False) -> Teacher:
+def choose_teacher(splits=("test",), *, data_root=None, runs=(), tta: TTA = DEFAULT_TTA,
+                   max_images: int | None = None, progress: bool | None = None) -> Teacher:
     """The teacher's probabilities on `splits`: 05's best ensemble, else the best of 02's runs and `runs`.
 
     `tta` is the single run's test-time augmentation (an ensemble keeps its own); `max_images` labels
@@ -86,8 +86,8 @@ def choose_teacher(splits=("test",), *, data_root=None, runs=(), tta: TTA = TTA(
                    "since 05 recorded no best ensemble", [best.name])
 
 
-def with_student(teacher: Teacher, student: Run, *, data_root=None, tta: TTA = TTA(hflip=True),
-                 max_images: int | None = None, progress: bool = False) -> Teacher:
+def with_student(teacher: Teacher, student: Run, *, data_root=None, tta: TTA = DEFAULT_TTA,
+                 max_images: int | None = None, progress: bool | None = None) -> Teacher:
     """Round 2's teacher: per split, the equal soft vote of the round-1 teacher and `student`'s predictions."""
     indices = []
     for index in teacher.indices:

@@ -17,6 +17,7 @@ from trashlib.data.embedded import resolve_data_root
 from trashlib.data.images import read_image
 from trashlib.data.raster import rasterize
 from trashlib.data.values import label
+from trashlib.progress import shown
 
 CACHE_VERSION = "v1"  # bump when the rasteriser or the cache layout changes
 
@@ -128,12 +129,12 @@ class TrashDataset:
         self._masks.put(i, mask)
         return mask
 
-    def build_cache(self, *, progress: bool = True) -> int:
+    def build_cache(self, *, progress: bool | None = None) -> int:
         """Rasterise every mask not cached yet (optionally with a progress bar); returns how many."""
         if self._masks is None:
             return 0
         todo = [i for i in range(len(self)) if not self._masks.ready(i)]
-        if progress and todo:
+        if shown(progress) and todo:
             todo = tqdm(todo, desc=f"masks {self.split}", unit="img")
         for i in todo:
             self.load_mask(i)

@@ -32,6 +32,7 @@ from trashlib.data.donors import MAX_PER_CLASS, MIN_AREA, donor_bank
 from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset, remove_stale_temporaries, write_label_maps
 from trashlib.data.leakage import check_train_split
 from trashlib.io import check_writable
+from trashlib.progress import shown
 
 RECIPE_VERSION = 2     # bump when pasting changes what a recipe produces (2: at the working resolution)
 OFFLINE_STREAM = 0x0FF1
@@ -108,7 +109,7 @@ def _existing(folder: Path, recipe: dict) -> LabelMapDataset:
     return found
 
 
-def materialise_pasted(cfg, *, progress: bool = False) -> LabelMapDataset:
+def materialise_pasted(cfg, *, progress: bool | None = None) -> LabelMapDataset:
     """The offline pasted set of `cfg`: reused when its folder exists, else written (atomically) and returned.
 
     Pasted from the train split alone (refused when it shares an image with the val split); what a killed
@@ -126,7 +127,7 @@ def materialise_pasted(cfg, *, progress: bool = False) -> LabelMapDataset:
     order = [(i, k) for i in range(len(dataset)) for k in range(cfg.cp_copies)]
 
     def samples():
-        for i, k in tqdm(order, desc="copy-paste set", unit="img", disable=not progress):
+        for i, k in tqdm(order, desc="copy-paste set", unit="img", disable=not shown(progress)):
             image, mask = paster.paste(*dataset[i], offline_rng(cfg.seed, i, k))
             yield f"{dataset.file_names[i]}#copy-paste-{k}", image, mask
 

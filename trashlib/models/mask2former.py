@@ -62,9 +62,18 @@ def semantic_probs(class_logits: torch.Tensor, mask_logits: torch.Tensor, size=N
 def mask2former_config(backbone_config, head: dict, *, num_classes: int):
     """A Mask2FormerConfig for `backbone_config` with head overrides and trashlib's labels."""
     from transformers import Mask2FormerConfig
+    from transformers.utils import logging
 
-    return Mask2FormerConfig(backbone_config=backbone_config, ignore_value=IGNORE_INDEX,
-                             **label_kwargs(num_classes), **head)
+    # transformers warns (once, in red in a notebook) that a backbone outside its list, DiNAT here, "may not be
+    # compatible with Mask2Former"; trashlib wires DiNAT's four stages on purpose, and tests them
+    log = logging.get_logger("transformers.models.mask2former.configuration_mask2former")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return Mask2FormerConfig(backbone_config=backbone_config, ignore_value=IGNORE_INDEX,
+                                 **label_kwargs(num_classes), **head)
+    finally:
+        log.setLevel(level)
 
 
 class Mask2FormerSegmenter(SegmentationModel):

@@ -33,6 +33,7 @@ from trashlib.data.pasted import online_paster
 from trashlib.io import write_json
 from trashlib.models import build_model
 from trashlib.models.sizes import presets_fingerprint
+from trashlib.progress import shown
 from trashlib.training.augment import transform_from_config
 from trashlib.training.folder import (MetricsLog, finished_run, resuming_run, start_folder, truncate_metrics,
                                      trunk_identity)
@@ -111,7 +112,7 @@ def _all_finite(raw) -> torch.Tensor:
 
 
 def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int | None = None,
-          progress: bool = True) -> runs.Run:
+          progress: bool | None = None) -> runs.Run:
     """Train `cfg` (or reuse its finished run) and return the `Run`.
 
     `model` replaces `build_model(cfg.model, ...)` (a SegmentationModel instance, for tests and
@@ -152,7 +153,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     with accelerator.main_process_first():
         data = build_train_dataset(cfg)
     repeat = None if cfg.repeat_threshold is None else repeat_factors(data, cfg.repeat_threshold)
-    if repeat is not None and main and progress:
+    if repeat is not None and main and shown(progress):
         print(f"repeat factor sampling (t = {cfg.repeat_threshold}): {int((repeat > 1).sum())} of {len(repeat)} "
               f"images repeated, up to {repeat.max():.2f}x; an epoch draws about {repeat.sum():.0f} images")
     stream = TrainStream(data, transform_from_config(cfg), seed=cfg.seed, paste=online_paster(cfg), repeat=repeat)
@@ -219,7 +220,7 @@ def _run_loop(cfg, accelerator, model, stream, val_set, run_dir: Path, *, resumi
             raise _diverged(run_dir, cfg, "weights", done)
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not (main and progress), desc=run_dir.name)
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not (main and shown(progress)), desc=run_dir.name)
     t0 = time.perf_counter() - state["elapsed"]
     loss_sum, loss_n = torch.zeros((), device=device), 0
     try:

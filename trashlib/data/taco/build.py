@@ -23,6 +23,7 @@ from trashlib.data.taco.photo import PhotoError, PhotoGrid, inspect_photo, uprig
 from trashlib.data.taco.source import (DEFAULT_SOURCE, AnnotationFile, TacoPhoto, is_url, local_data_dir,
                                        read_annotation_file)
 from trashlib.io import read_json, write_json
+from trashlib.progress import shown
 
 MARKER_FILE = ".trashlib-taco"
 ORIGINALS = "originals"
@@ -150,7 +151,7 @@ def _convert(photo: TacoPhoto, *, out: Path, local, download: bool, size: int, o
 
 def build_taco(out, *, source: str = DEFAULT_SOURCE, unofficial: bool = False, workers: int = 8, size: int = 512,
                download: bool | None = None, timeout: float = 30.0, retries: int = 3, backoff: float = 1.0,
-               seed: int = 0, progress: bool = True) -> TacoBuild:
+               seed: int = 0, progress: bool | None = None) -> TacoBuild:
     """Build TACO into `out` in the competition layout (see the module docstring); returns what was built.
 
     `download`: fetch photos missing from a local checkout (default: only when `source` is a URL).
@@ -179,7 +180,8 @@ def build_taco(out, *, source: str = DEFAULT_SOURCE, unofficial: bool = False, w
     try:
         futures = [pool.submit(_convert, p, out=out, local=local, download=download, size=size, options=options)
                    for p in photos]
-        bar = tqdm(as_completed(futures), total=len(futures), desc="TACO photos", unit="photo", disable=not progress)
+        bar = tqdm(as_completed(futures), total=len(futures), desc="TACO photos", unit="photo",
+                   disable=not shown(progress))
         outcomes = [f.result() for f in bar]
     finally:  # on Ctrl-C the photos not started are dropped; the running ones end within their timeout
         pool.shutdown(wait=True, cancel_futures=True)
