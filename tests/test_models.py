@@ -284,8 +284,8 @@ def test_semask_layers_are_identity_at_init_and_add_a_training_loss(monkeypatch)
     assert model.predict_proba(images).shape == (2, NUM_CLASSES, 64, 64)
 
 
-def test_profile_helpers():
-    from trashlib.models.profile import count_gflops, time_inference
+def test_cost_helpers():
+    from trashlib.models.cost import count_gflops, time_inference
 
     model = tiny_model("upernet-convnext")
     assert 1e6 < model.num_parameters() < 1e7  # tiny: millions of parameters, not tens of millions
@@ -322,3 +322,18 @@ def test_dinat_under_mask2former_builds_without_transformers_compatibility_warni
         assert [m for m in records if "not a supported model" in m]
     finally:
         log.removeHandler(handler)
+
+
+def test_cost_table_measures_every_model_in_one_place():
+    from trashlib.models.cost import cost_table, synthetic_batch
+
+    images, masks = synthetic_batch(2, 32)
+    assert images.shape == (2, 3, 32, 32) and 1 < len(masks.unique()) <= 4  # background and up to 3 classes
+    table = cost_table(["segformer", "upernet-convnext"], infer_size=64, work_size=32, batch_size=2, rounds=1,
+                       progress=False)
+    assert list(table.index) == ["segformer", "upernet-convnext"]
+    assert list(table.columns) == ["params (M)", "GFLOPs@64", "train s/step (b2@32)", "infer s/img@64"]
+    assert (table.to_numpy() > 0).all()
+    assert table.loc["upernet-convnext", "params (M)"] * 1e6 == build_model("upernet-convnext").num_parameters()
+    with pytest.raises(ValueError, match="distinct"):
+        cost_table(["segformer", "segformer"])

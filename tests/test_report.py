@@ -160,3 +160,10 @@ def test_save_figure_writes_the_png_and_returns_nothing_for_a_cell_to_print(tmp_
     plt.close(fig)
     assert report.figure_path("02_curve").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.rglob("*")] == ["figures", "02_curve.png"]
+
+
+@pytest.mark.parametrize("key", ["grown", "cost_models"])
+def test_03s_lists_of_models_must_name_models(tmp_path, key):
+    path = _profile(tmp_path, f"notebooks:\n  {BACKBONES}:\n    {key}: [semask-swim]\n")
+    with pytest.raises(ValueError, match=f"notebooks.{BACKBONES}.{key} names 'semask-swim'.*semask-swin"):
+        parameters.load_profile(path)

@@ -4,8 +4,8 @@
 predictions, an ensemble, CRF output) against the split's label maps with the competition metric (one
 confusion matrix over every pixel), and keeps a per-image score so the best and worst images can be
 shown (`prediction_gallery`); a part of a split is scored only on request, and says so ("8 of 80
-images"). `score_submission` scores a CSV. `compare_runs` builds the backbone comparison table:
-validation mIoU and per-class IoU, parameters, GFLOPs and speeds.
+images"). `score_submission` scores a CSV. Learning curves compare runs over training time (what a model
+costs is `trashlib.models.cost`).
 (The training loop's own validation of a live model is `trashlib.training.validate`.)
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ from trashlib.data import TrashDataset, build_train_dataset
 from trashlib.data.instances import small_objects
 from trashlib.io import read_json
 from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, miou, object_hits, object_recall, scores
-from trashlib.models.profile import count_gflops, time_inference
 from trashlib.submission import downsample_prediction, read_submission, validate_submission
 from trashlib.training.validate import validate
 
@@ -256,32 +255,3 @@ def steps_to_reach(steps, miou, target: float) -> float:
     b, a = np.polyfit(np.log(x), y, 1)
     return float(np.exp((target - a) / b)) if b > 0 else float("nan")
 
-
-def compare_runs(runs, *, evaluations: dict | None = None, floor: Scores | None = None, infer_size: int = 512,
-                 repeats: int = 2) -> pd.DataFrame:
-    """One row per run: val mIoU (from `evaluations[run.name]` or the run's best eval), per-class IoU,
-    parameters (M), GFLOPs at infer_size, train seconds per step and inference seconds per image.
-
-    `floor` (the colour-only floor's scores, trashlib.colour_floor) becomes the first row, "colour floor".
-    """
-    rows = []
-    if floor is not None:
-        rows.append({"model": "colour floor", "size": "-", "run": "-", "val mIoU": floor.miou,
-                     **{f"IoU {c}": v for c, v in zip(CLASS_NAMES, floor.per_class_iou)}})
-    for run in runs:
-        cfg = run.config
-        if evaluations and run.name in evaluations:
-            ev = evaluations[run.name].scores
-            mean, per_class = ev.miou, ev.per_class_iou
-        else:
-            best = run.best_metrics() or {}
-            mean = best.get("mIoU", np.nan)
-            per_class = [(best.get("per_class_iou") or {}).get(c, np.nan) for c in CLASS_NAMES]
-        model = run.load_model()
-        row = {"model": cfg.model, "size": cfg.size, "run": run.name, "val mIoU": mean,
-               "params (M)": model.num_parameters() / 1e6, "GFLOPs@512": count_gflops(model, infer_size),
-               "train s/step": train_seconds_per_step(run),
-               "infer s/img": time_inference(model, infer_size, repeats)}
-        row.update({f"IoU {c}": v for c, v in zip(CLASS_NAMES, per_class)})
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model")

@@ -250,6 +250,10 @@ def _value_problem(prof: dict, where: str, param, value) -> str | None:
                     return f"{where} names {model!r}, not a model{_close(str(model), MODELS)}; models: {', '.join(MODELS)}"
                 _check_budget(prof["path"], f"{where}.{model}", {**prof["training"],
                                                                  **_mapping(fields, f"{where}.{model}")})
+        elif param.name in ("grown", "cost_models") and isinstance(value, list):  # 03: names of models
+            for model in value:
+                if model not in MODELS:
+                    return f"{where} names {model!r}, not a model{_close(str(model), MODELS)}; models: {', '.join(MODELS)}"
         elif param.name == "tta" and isinstance(value, dict):
             _check_tta(value, where)
     except ValueError as e:

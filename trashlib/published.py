@@ -33,7 +33,7 @@ SEED_MODELS = {
 }
 
 # The published cost of the seed's large models, as their report quotes it: (GFLOPs, millions of parameters).
-# Papers count a multiply-add as one FLOP, half of trashlib.models.profile's count.
+# Papers count a multiply-add as one FLOP, half of trashlib.models.cost's count.
 SEED_COSTS = {"Mask2Former Swin-L": (630, 215), "Mask2Former DiNAT-L": (510, 220), "SeMask Swin-L": (643, 223)}
 
 # trashlib's model names -> the seed's large model of the same architecture in SEED_MODELS
