@@ -27,6 +27,7 @@ from trashlib.models.mask2former import masks_to_targets
 from trashlib.models.mask2former_loss import pairwise_costs, point_targets, weighted_dice, weighted_sigmoid_ce
 
 MASK2FORMER = ["mask2former-swin", "semask-swin", "mask2former-dinat"]
+MASK2FORMER.append("semask-fapn")
 ALL = MASK2FORMER + ["segformer", "upernet-swin"]
 
 

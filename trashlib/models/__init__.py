@@ -33,6 +33,7 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "mask2former-swin": _lazy("mask2former", "build_mask2former_swin"),
     "mask2former-dinat": _lazy("dinat", "build_mask2former_dinat"),
     "semask-swin": _lazy("semask", "build_semask_swin"),
+    "semask-fapn": _lazy("fapn", "build_semask_fapn"),
     "maskdino": _lazy("maskdino", "build_maskdino_swin"),
     "upernet-swin": _lazy("baselines", "build_upernet_swin"),
     "upernet-convnext": _lazy("baselines", "build_upernet_convnext"),
