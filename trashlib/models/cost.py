@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from trashlib.classes import NUM_CLASSES
+from trashlib.models import build_model
 from trashlib.models.neighborhood_attention import matmul_path
 from trashlib.progress import shown
 
@@ -118,8 +119,6 @@ def cost_table(names: Sequence[str], *, size: str = "tiny", infer_size: int = 51
     Timings alternate between the models, one step each per round after one warm-up, so a machine that
     speeds up or slows down during the table moves every row alike.
     """
-    from trashlib.models import build_model
-
     if rounds < 1 or not names or len(set(names)) != len(names):
         raise ValueError(f"cost_table needs rounds >= 1 and distinct model names, got rounds={rounds}, names={names}")
     models, rows = {}, {}
