@@ -97,7 +97,9 @@ SEGFORMER = {
 # (half the ViT's) and heads (the ViT's) follow from the ViT. base/large: the official configs of
 # github.com/zbwxp/SegVit (configs/_base_/models/seg_vit-b16.py: ViT-B/16, layers 6, 8, 12; configs/segvit/
 # segvit_vit-l_jax_512x512_80k_cocostuff10k.py: ViT-L/16 at 512, layers 8, 16, 24; 3 ATM layers per stage).
-# tiny: a ViT-Ti width with patch 8, so a 128-pixel image is a 16x16 token grid (patch 16 would give 8x8).
+# tiny: a ViT-Ti width, 6 layers, patch 8: a 128-pixel image is a 16x16 token grid (patch 16: 8x8). Measured on the
+# cpu trunk recipe (300 steps, 2 shared cores, one seed each): val mIoU 0.143 with patch 8 against 0.135 with 16
+# at 0.46 against 0.44 s/step; patch 8 costs at 512-pixel inference (4096 tokens: 2.7 s/img against 0.33).
 VIT = {
     "tiny": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768, patch_size=8,
                  image_size=128, drop_path_rate=0.0),
