@@ -38,6 +38,7 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "upernet-swin": _lazy("baselines", "build_upernet_swin"),
     "upernet-convnext": _lazy("baselines", "build_upernet_convnext"),
     "segformer": _lazy("baselines", "build_segformer"),
+    "segvit": _lazy("segvit", "build_segvit"),
 }
 
 
