@@ -209,10 +209,10 @@ def test_stage_table_judges_each_stage_against_the_one_it_builds_on():
         stage_table({"a": scores(float("nan"))}, {}, noise=noise)
     text = "\n".join(lessons(s, table, noise=noise))
     mde = table.loc["hard vote", "MDE"]
-    assert f"hard vote: val mIoU 0.5500, -0.0100 {table.loc['hard vote', '95% CI']} against soft vote - a tie " \
-           f"(no effect larger than {mde:.4f})" in text
+    assert f"hard vote: val mIoU 0.5500, -0.0100 {table.loc['hard vote', '95% CI']} against soft vote - a tie: " \
+           f"its 95% interval holds 0, so no effect larger than {mde:.4f} (the MDE)" in text
     assert "+ CRF: val mIoU 0.4000, -0.1600 [" in text and "against soft vote - a loss" in text
-    assert "Best on val: soft vote (0.5600, +0.0600 [" in text and "against best single, gain)" in text
+    assert "Best on val: soft vote (0.5600, +0.0600 [" in text and "against best single, a gain)" in text
     assert "no change can be called" in lessons(s, stage_table(s, built_on), noise=None)[0]
 
 

@@ -17,6 +17,14 @@ def _num(v, fmt: str = ".3f") -> str:
     return "?" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
+def verdict_phrase(verdict: str, mde: float | None = None, *, fmt: str = ".3f") -> str:
+    """The words for a verdict of `trashlib.compare`, one wording for every notebook and the wrap-up page:
+    "a gain", "a loss", "a tie: its 95% interval holds 0, so no effect larger than 0.014 (the MDE)"."""
+    power = (f", so no effect larger than {_num(mde, fmt)} (the MDE)" if verdict == "tie" and mde is not None
+             and math.isfinite(mde) else "")
+    return f"{PHRASES.get(verdict, verdict)}{power}"
+
+
 def delta_sentence(name: str, value: float, spread: float | None, delta: float | None, reference: str,
                    verdict: str, *, seeds: int | None = None, ci: str = "", mde: float | None = None) -> str:
     """E.g. "global threshold: 0.312 ± 0.004 val mIoU over 3 seeds, +0.006 [-0.004, +0.016] against none:
@@ -25,9 +33,7 @@ def delta_sentence(name: str, value: float, spread: float | None, delta: float |
     over = f" over {seeds} seeds" if seeds and seeds > 1 else ""
     interval = f" {ci}" if ci else ""
     against = f", {_num(delta, '+.3f')}{interval} against {reference}" if delta is not None and reference else ""
-    power = (f", so no effect larger than {_num(mde)} (the MDE)" if verdict == "tie" and mde is not None
-             and math.isfinite(mde) else "")
-    return f"{name}: {_num(value)}{spread_text} val mIoU{over}{against}: {PHRASES.get(verdict, verdict)}{power}."
+    return f"{name}: {_num(value)}{spread_text} val mIoU{over}{against}: {verdict_phrase(verdict, mde)}."
 
 
 def table_findings(table: pd.DataFrame, *, reference: str = "none") -> list[str]:

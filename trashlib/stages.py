@@ -28,6 +28,7 @@ from trashlib.compare import Contrast, SeedResults, image_contrast
 from trashlib.crf import CRFParams, crf_preset
 from trashlib.data import resolve_data_root
 from trashlib.evaluation import Evaluation, evaluate_index
+from trashlib.findings import verdict_phrase
 from trashlib.inference import DEFAULT_TTA, TTA
 from trashlib.metrics import Scores
 from trashlib.probs import ProbIndex
@@ -320,16 +321,10 @@ def lessons(stages: dict, table: pd.DataFrame, *, noise: SeedResults | None = No
            f"each comparison finds 80% of the time." if seeds > 1 else
            "Noise: only one seed of the runs the stages start from, so no change can be called a gain or a loss here."]
 
-    def judged(row) -> str:
-        verdict_ = row["verdict"]
-        if verdict_ == "tie":
-            return f"a tie (no effect larger than {row['MDE']:.4f})" if math.isfinite(row["MDE"]) else "a tie"
-        return {"gain": "a gain", "loss": "a loss"}.get(verdict_, "no verdict (one seed)")
-
     for name, row in table.iloc[1:].iterrows():
         ci = f" {row['95% CI']}" if row["95% CI"] else ""
         out.append(f"{name}: val mIoU {row['val mIoU']:.4f}, {row['Δ']:+.4f}{ci} against {row['built on']} - "
-                   f"{judged(row)}.")
+                   f"{verdict_phrase(row['verdict'], row['MDE'], fmt='.4f')}.")
     best = table["val mIoU"].idxmax()
     delta = table.loc[best, "val mIoU"] - table.loc[first, "val mIoU"]
     if best == first:
@@ -338,5 +333,5 @@ def lessons(stages: dict, table: pd.DataFrame, *, noise: SeedResults | None = No
         main, _ = judge_stages({first: stages[first], best: stages[best]}, {best: first}, noise=noise)[best]
         ci = "" if main.noise == "none" else " [{:+.4f}, {:+.4f}]".format(*main.ci)
         out.append(f"Best on val: {best} ({table.loc[best, 'val mIoU']:.4f}, {delta:+.4f}{ci} against {first}, "
-                   f"{main.verdict}).")
+                   f"{verdict_phrase(main.verdict, main.mde, fmt='.4f')}).")
     return out
