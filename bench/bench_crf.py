@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trashlib.crf import CRFParams, crf_index, dense_crf  # noqa: E402
 from trashlib.data import TrashDataset  # noqa: E402
+from trashlib.postprocess.crf import CRFParams, crf_index, dense_crf  # noqa: E402
 from trashlib.probs import ProbWriter  # noqa: E402
 
 

@@ -3,7 +3,7 @@
 Inputs: 3 probability indices of N synthetic 512x512 maps of 11 classes (smooth random logits, stored
 uint8 like real predictions). Each measurement runs in its own process and reports its peak resident
 memory (VmHWM) above its resident memory once the inputs are opened (VmRSS):
-- streamed: `trashlib.ensemble.ensemble` (one image's maps at a time, written through ProbWriter);
+- streamed: `trashlib.postprocess.ensemble.ensemble` (one image's maps at a time, written through ProbWriter);
 - stacked: the peers' soft vote, a preallocated (N, C, H, W) float16 sum over the models, then stored
   image by image through the same ProbWriter.
 Printed: both peaks at each N, stacked/streamed at the largest N, and streamed(largest)/streamed(smallest)
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trashlib.ensemble import ensemble  # noqa: E402
+from trashlib.postprocess.ensemble import ensemble  # noqa: E402
 from trashlib.probs import ProbIndex, ProbWriter, quantize_probs  # noqa: E402
 
 NUM_CLASSES = 11

@@ -8,10 +8,10 @@ import pytest
 
 from conftest import confident as conftest_confident, write_index
 
-from trashlib.crf import PRESETS, CRFParams, crf_grid, crf_index, crf_preset, dense_crf, sweep_crf
 from trashlib.data import TrashDataset
 from trashlib.evaluation import evaluate_index
-from trashlib.overwrite import overwrite, overwrite_index, overwrite_probs, sweep_overwrite
+from trashlib.postprocess.consensus import overwrite, overwrite_index, overwrite_probs, sweep_overwrite
+from trashlib.postprocess.crf import PRESETS, CRFParams, crf_grid, crf_index, crf_preset, dense_crf, sweep_crf
 from trashlib.submission import validate_submission
 
 pytest.importorskip("pydensecrf.densecrf")

@@ -8,8 +8,8 @@ import pytest
 from conftest import cli_help, confident as conftest_confident, write_index
 
 from trashlib.data import TrashDataset
-from trashlib.ensemble import ensemble, fit_weights, hard_vote, normalize_weights, soft_vote, vote_probs
 from trashlib.evaluation import evaluate_index
+from trashlib.postprocess.ensemble import ensemble, fit_weights, hard_vote, normalize_weights, soft_vote, vote_probs
 from trashlib.submission import index_to_submission, read_submission, validate_submission
 
 
@@ -101,7 +101,7 @@ def test_ensemble_of_one_input_equals_that_input(tmp_path):
 
 
 def test_disagreement_is_the_share_of_pixels_two_members_label_differently(tmp_path):
-    from trashlib.ensemble import disagreement
+    from trashlib.postprocess.ensemble import disagreement
 
     mask = np.zeros((4, 5), np.int64)
     other = mask.copy()

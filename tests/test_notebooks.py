@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from trashlib import parameters, paths, report
+from trashlib import parameters, paths
 from trashlib.config import TrainConfig
+from trashlib.reporting import runner
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -85,7 +86,7 @@ def test_report_renders_eda_smoke(tmp_path, monkeypatch, tiny_root):
     real = (SHARED_TACO_DIR / "train_all.json").exists()
     monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
     monkeypatch.setenv("TRASHLIB_REPORTS", str(tmp_path / "reports"))
-    records = report.make_report("smoke", ["01"], data_root=str(SHARED_TACO_DIR if real else tiny_root))
+    records = runner.make_report("smoke", ["01"], data_root=str(SHARED_TACO_DIR if real else tiny_root))
     assert records[0]["status"] == "ok", records
     html = (tmp_path / "reports" / "01_EDA.html").read_text()
     assert "data:image/png;base64" in html
@@ -109,5 +110,5 @@ def test_index_keeps_notebooks_not_rerun(tmp_path):
     stale = {**old, "notebook": "09_gone"}  # its HTML is gone: dropped
     (tmp_path / "metrics" / "_runs.json").write_text(json.dumps([old, stale]))
     new = {**old, "notebook": "07_submission", "title": "Submission"}
-    merged = report._merge_records(tmp_path, [new])
+    merged = runner._merge_records(tmp_path, [new])
     assert [r["notebook"] for r in merged] == ["01_EDA", "07_submission"]

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from trashlib import progress
-from trashlib.report import _environment
+from trashlib.reporting.runner import _environment
 
 
 @pytest.mark.parametrize("value, expected", [(None, True), ("1", True), ("0", False), ("off", False),

@@ -11,8 +11,8 @@ from conftest import confident, write_index
 from trashlib.classes import IGNORE_INDEX
 from trashlib.data import LabelMapDataset, TrashDataset
 from trashlib.data.sources import ConcatSource
-from trashlib.pseudo import PseudoRecipe, class_thresholds, make_pseudo_labels, pseudo_label, pseudo_stats
-from trashlib.pseudo_quality import pseudo_gallery, quality_curve, set_quality
+from trashlib.pseudo.labels import PseudoRecipe, class_thresholds, make_pseudo_labels, pseudo_label, pseudo_stats
+from trashlib.pseudo.quality import pseudo_gallery, quality_curve, set_quality
 
 _OPENED: list | None = None  # while a list, the audit hook records every file opened
 
@@ -158,7 +158,7 @@ def test_label_map_dataset_reads_a_pseudo_set(teacher, tmp_path):
 
 
 def test_the_teacher_spec_of_05_is_checked():
-    from trashlib.teacher import ensemble_spec
+    from trashlib.pseudo.teacher import ensemble_spec
 
     assert ensemble_spec(None) is None and ensemble_spec({"stages": []}) is None
     spec = ensemble_spec({"best_ensemble": {"name": "+ CRF", "runs": ["a", "b"], "vote": "soft", "weights": [3, 1],

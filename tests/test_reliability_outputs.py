@@ -259,7 +259,7 @@ def test_case_o7_a_renamed_or_re_encoded_val_image_is_refused_by_its_pixels(root
 
 def test_case_o7_test_images_with_labels_are_refused_but_pseudo_labels_are_not(tiny_copy, tmp_path):
     from trashlib.data.leakage import check_no_held_out
-    from trashlib.pseudo import PseudoRecipe, make_pseudo_labels
+    from trashlib.pseudo.labels import PseudoRecipe, make_pseudo_labels
 
     labelled = _set_of(tiny_copy, "test", tmp_path / "test-labels")
     with pytest.raises(ValueError, match="is test image .*only as pseudo labels"):

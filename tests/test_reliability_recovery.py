@@ -172,14 +172,14 @@ PROFILES = {
 
 @pytest.mark.parametrize("case", list(PROFILES))
 def test_case_r_profile_is_refused_naming_file_and_key_before_any_notebook_runs(tmp_path, monkeypatch, capsys, case):
-    import trashlib.report as report
     from trashlib.cli import main
+    from trashlib.reporting import runner
 
     text, words = PROFILES[case]
     path = tmp_path / "mine.yaml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     ran = []
-    monkeypatch.setattr(report, "run_notebook", lambda nb, *a, **k: ran.append(nb) or pytest.fail(f"{nb} ran"))
+    monkeypatch.setattr(runner, "run_notebook", lambda nb, *a, **k: ran.append(nb) or pytest.fail(f"{nb} ran"))
     assert main(["report", "--profile", str(path), "--out", str(tmp_path / "reports")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}") and "Traceback" not in err, err
@@ -224,8 +224,9 @@ def test_case_r_metrics_a_damaged_file_is_named_and_its_sections_marked_unreadab
                                                                                   case):
     """The page is still built (one damaged file must not hide the rest of an hour's report), its sections of
     that notebook say "unreadable" and show none of its numbers, and a note names the file and the fault."""
-    from trashlib import paths, report
+    from trashlib import paths
     from trashlib.cli import main
+    from trashlib.reporting import runner
 
     reports = tmp_path / "reports"
     monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")
@@ -236,7 +237,7 @@ def test_case_r_metrics_a_damaged_file_is_named_and_its_sections_marked_unreadab
         (reports / "metrics" / f"{nb}.json").write_text(json.dumps(m, indent=2))
     path = reports / "metrics" / f"{notebook}.json"
     path.write_text(damage(path.read_text(), good[notebook]))
-    monkeypatch.setattr(report, "run_notebook", lambda nb, params, *, out_dir: {
+    monkeypatch.setattr(runner, "run_notebook", lambda nb, params, *, out_dir: {
         "notebook": nb.stem, "title": nb.stem, "status": "ok", "error": None, "seconds": 1.0, "parameters": params})
     assert main(["report", "--profile", "smoke", "--out", str(reports), "01_EDA"]) == 0
     out = capsys.readouterr().out
@@ -255,7 +256,8 @@ def test_case_r_metrics_a_damaged_file_is_named_and_its_sections_marked_unreadab
 
 
 def test_case_r_metrics_load_metrics_names_the_damaged_file(tmp_path, monkeypatch):
-    from trashlib import paths, report
+    from trashlib import paths
+    from trashlib.reporting import store
 
     monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path)
     (tmp_path / "metrics").mkdir()
@@ -264,16 +266,16 @@ def test_case_r_metrics_load_metrics_names_the_damaged_file(tmp_path, monkeypatc
                                                              r"stages\[0\]\.val_mIoU")):
         path.write_text(text)
         with pytest.raises(ValueError, match=f"{path}: {fault}"):
-            report.load_metrics("05_crf_ensemble")
+            store.load_metrics("05_crf_ensemble")
 
 
 def test_case_r_metrics_a_damaged_runs_record_file_is_dropped_not_a_traceback(tmp_path, monkeypatch, capsys):
-    from trashlib import report
     from trashlib.cli import main
+    from trashlib.reporting import runner
 
     reports = tmp_path / "reports"
     (reports / "metrics").mkdir(parents=True)
-    monkeypatch.setattr(report, "run_notebook", lambda nb, params, *, out_dir: {
+    monkeypatch.setattr(runner, "run_notebook", lambda nb, params, *, out_dir: {
         "notebook": nb.stem, "title": nb.stem, "status": "ok", "error": None, "seconds": 1.0, "parameters": params})
     for text in ("{trunc", '[{"x": 1}]', '[{"notebook": "02_baseline_mask2former", "status": "ok", "seconds": "1"}]'):
         (reports / "metrics" / "_runs.json").write_text(text)
@@ -293,8 +295,9 @@ def half_written(input_path, output_path, **kw):  # papermill writes its output 
     time.sleep(120)
 
 papermill.execute_notebook = half_written
-from trashlib import report
-report.make_report("smoke", ["01_EDA"], out_dir=sys.argv[1])
+
+from trashlib.reporting import runner
+runner.make_report("smoke", ["01_EDA"], out_dir=sys.argv[1])
 """
 
 
@@ -306,7 +309,7 @@ def _ran(input_path, output_path, **kw):
 def test_case_r_kill_report_kill_9_mid_notebook_then_rerun_completes_and_cleans_up(tmp_path, monkeypatch, capsys):
     import papermill
 
-    from trashlib import report
+    from trashlib.reporting import runner
 
     reports = tmp_path / "reports"
     stale = reports / "metrics" / ".01_EDA.json.k2j9x0q7.tmp"  # an atomic write a kill cut, long ago
@@ -327,7 +330,7 @@ def test_case_r_kill_report_kill_9_mid_notebook_then_rerun_completes_and_cleans_
         assert said, child.stderr.read()[-3000:]
         # a second report into the same folder meanwhile is refused: both would write the same files
         with pytest.raises(FileExistsError, match=f"{reports}: another report is running into this folder"):
-            report.make_report("smoke", ["07_submission"], out_dir=reports)
+            runner.make_report("smoke", ["07_submission"], out_dir=reports)
     finally:
         child.kill()
         child.communicate(timeout=60)
@@ -335,7 +338,7 @@ def test_case_r_kill_report_kill_9_mid_notebook_then_rerun_completes_and_cleans_
     assert (reports / ".01_EDA.running.ipynb").exists()
     assert not (reports / "01_EDA.ipynb").exists() and not (reports / "01_EDA.html").exists()
 
-    records = report.make_report("smoke", ["07_submission"], out_dir=reports)  # the rerun
+    records = runner.make_report("smoke", ["07_submission"], out_dir=reports)  # the rerun
     assert [r["status"] for r in records] == ["ok"]
     assert "removed .01_EDA.running.ipynb, left by an interrupted report" in capsys.readouterr().out
     assert not (reports / ".01_EDA.running.ipynb").exists() and not stale.exists()

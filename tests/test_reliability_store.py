@@ -107,15 +107,15 @@ def test_case_s3_the_cli_says_how_many_of_the_split_it_scored(root, capsys):
 
 def test_case_s3_stages_and_sweeps_score_the_first_images_only_on_request(root, monkeypatch):
     """What notebooks 02 and 05 do: max_images asks for the split's first images, and the output says so."""
-    from trashlib.ensemble import fit_weights
-    from trashlib.overwrite import sweep_overwrite
-    from trashlib.recipe import Recipe
-    from trashlib.stages import evaluate_stage
+    from trashlib.postprocess.ensemble import fit_weights
+    from trashlib.postprocess.consensus import sweep_overwrite
+    from trashlib.postprocess.recipe import Recipe
+    from trashlib.postprocess.stages import evaluate_stage
 
     names = TrashDataset(root, "val").file_names
     parts = [an_index(root, "val", f"run{m}", seed=m, names=names[:2]) for m in range(2)]
-    monkeypatch.setattr("trashlib.recipe.resolve_run", lambda name: name)
-    monkeypatch.setattr("trashlib.recipe.predict", lambda name, *a, **k: parts[int(name[-1])])
+    monkeypatch.setattr("trashlib.postprocess.recipe.resolve_run", lambda name: name)
+    monkeypatch.setattr("trashlib.postprocess.recipe.predict", lambda name, *a, **k: parts[int(name[-1])])
     with pytest.raises(ValueError, match="covers 2 of the split's 3 images"):
         evaluate_stage(Recipe(("run0",)), root, "val")
     stage = evaluate_stage(Recipe(("run0", "run1"), vote="soft"), root, "val", max_images=2)

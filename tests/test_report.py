@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from trashlib import parameters, paths, report
+from trashlib import parameters, paths
 from trashlib.config import TrainConfig
+from trashlib.reporting import store
 
 BASELINE, BACKBONES = "02_baseline_mask2former", "03_backbones_dinat_semask"
 
@@ -130,10 +131,10 @@ def test_parameter_names_come_from_the_tagged_cell(tmp_path):
 
 def test_reported_runs_reads_run_and_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path)
-    report.save_metrics(BASELINE, {"run": "swin_a", "val_mIoU": 0.1})
-    report.save_metrics(BACKBONES, {"runs": ["swin_a", "dinat_b"]})
-    assert report.reported_runs([BASELINE, BACKBONES, "05_not_run_yet"]) == ["swin_a", "dinat_b"]
-    assert report.reported_runs(["05_not_run_yet"]) == []
+    store.save_metrics(BASELINE, {"run": "swin_a", "val_mIoU": 0.1})
+    store.save_metrics(BACKBONES, {"runs": ["swin_a", "dinat_b"]})
+    assert store.reported_runs([BASELINE, BACKBONES, "05_not_run_yet"]) == ["swin_a", "dinat_b"]
+    assert store.reported_runs(["05_not_run_yet"]) == []
 
 
 def test_cpu_profile_trunk_pastes_rare_classes_and_each_arm_pastes_only_what_its_name_says(tmp_path):
@@ -156,9 +157,9 @@ def test_save_figure_writes_the_png_and_returns_nothing_for_a_cell_to_print(tmp_
 
     monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path)
     fig, ax = plt.subplots(figsize=(1, 1))
-    assert report.save_figure(fig, "02_curve") is None  # a cell ending with it shows no PosixPath(...)
+    assert store.save_figure(fig, "02_curve") is None  # a cell ending with it shows no PosixPath(...)
     plt.close(fig)
-    assert report.figure_path("02_curve").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert store.figure_path("02_curve").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.rglob("*")] == ["figures", "02_curve.png"]
 
 

@@ -9,20 +9,22 @@ import pytest
 
 from conftest import confident, write_index
 
-from trashlib import paths, report, stages
+from trashlib import paths
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
 from trashlib.compare import SeedResults
 from trashlib.config import TrainConfig
-from trashlib.crf import PRESETS, CRFParams, crf_index
 from trashlib.data import TrashDataset
-from trashlib.ensemble import ensemble
 from trashlib.evaluation import Evaluation
 from trashlib.inference import TTA
 from trashlib.metrics import Scores
-from trashlib.overwrite import overwrite_index
-from trashlib.recipe import Recipe, apply_recipe, pick_stage
-from trashlib.stages import (Stage, best_ensemble, choose_members, class_deltas, crf_changes, lessons, rank_runs, spread_group,
-                             stage_records, stage_table, sweep_grid)
+from trashlib.postprocess.consensus import overwrite_index
+from trashlib.postprocess.crf import PRESETS, CRFParams, crf_index
+from trashlib.postprocess.ensemble import ensemble
+from trashlib.postprocess.recipe import Recipe, apply_recipe, pick_stage
+from trashlib.postprocess.stages import (Stage, best_ensemble, choose_members, class_deltas, crf_changes, lessons,
+                                         rank_runs, spread_group, stage_records, stage_table, sweep_grid)
+from trashlib.postprocess import stages
+from trashlib.reporting import store
 
 BASELINE, BACKBONES, COPY_PASTE = stages.REPORTING_NOTEBOOKS
 
@@ -54,26 +56,26 @@ def scores(miou: float, per_class=None) -> Scores:
 
 # -- the reported runs ------------------------------------------------------------------------------
 def test_reported_run_groups_reads_every_notebooks_keys_and_skips_missing_ones():
-    report.save_metrics(BASELINE, {"run_names": ["base_s1", "base_s2"], "trunk_run": "trunk"})
-    report.save_metrics(BACKBONES, {"runs": ["trunk", "mask2former-dinat-tiny_b8x10_data-128"]})
-    report.save_metrics(COPY_PASTE, {"variants": {"none": {"run_names": ["base_s1", "base_s2"]},
+    store.save_metrics(BASELINE, {"run_names": ["base_s1", "base_s2"], "trunk_run": "trunk"})
+    store.save_metrics(BACKBONES, {"runs": ["trunk", "mask2former-dinat-tiny_b8x10_data-128"]})
+    store.save_metrics(COPY_PASTE, {"variants": {"none": {"run_names": ["base_s1", "base_s2"]},
                                                   "online": {"run_names": ["cp_s1", "cp_s2", "cp_s3"]}}})
-    assert report.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE, "05_not_run_yet"]) == {
+    assert store.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE, "05_not_run_yet"]) == {
         "02 seeds": ["base_s1", "base_s2"], "02 trunk": ["trunk"],
         "03 mask2former-dinat-tiny": ["mask2former-dinat-tiny_b8x10_data-128"],  # the trunk is not repeated
         "04 online": ["cp_s1", "cp_s2", "cp_s3"]}                                # "none" repeats 02's seeds
     # 04 also saves every run in a flat `runs` list: its arms must still be grouped by variant, and
     # 03's per-model records by model, so that the seeds of one arm measure the noise
-    report.save_metrics(COPY_PASTE, {"runs": ["base_s1", "cp_s1", "cp_s2", "cp_s3", "mix_s1", "mix_s2"],
+    store.save_metrics(COPY_PASTE, {"runs": ["base_s1", "cp_s1", "cp_s2", "cp_s3", "mix_s1", "mix_s2"],
                                      "variants": {"online": {"run_names": ["cp_s1", "cp_s2", "cp_s3"]},
                                                   "classmix": {"run_names": ["mix_s1", "mix_s2"]}}})
-    report.save_metrics(BACKBONES, {"runs": ["seg_s0", "seg_s1"], "models": {"segformer": {"run_names": ["seg_s0", "seg_s1"]}}})
-    assert report.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE]) == {
+    store.save_metrics(BACKBONES, {"runs": ["seg_s0", "seg_s1"], "models": {"segformer": {"run_names": ["seg_s0", "seg_s1"]}}})
+    assert store.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE]) == {
         "02 seeds": ["base_s1", "base_s2"], "02 trunk": ["trunk"], "03 segformer": ["seg_s0", "seg_s1"],
         "04 online": ["cp_s1", "cp_s2", "cp_s3"], "04 classmix": ["mix_s1", "mix_s2"]}
-    report.save_metrics(BASELINE, {"run": "swin_a"})  # the older single-run form
-    assert report.reported_run_groups([BASELINE]) == {"02 swin": ["swin_a"]}
-    assert report.reported_run_groups(["04_not_run_yet"]) == {}
+    store.save_metrics(BASELINE, {"run": "swin_a"})  # the older single-run form
+    assert store.reported_run_groups([BASELINE]) == {"02 swin": ["swin_a"]}
+    assert store.reported_run_groups(["04_not_run_yet"]) == {}
 
 
 @pytest.mark.parametrize("metrics, key", [({"run_names": "a b".split() + [3]}, "run_names"),
@@ -81,9 +83,9 @@ def test_reported_run_groups_reads_every_notebooks_keys_and_skips_missing_ones()
                                           ({"variants": ["a"]}, "variants"),
                                           ({"variants": {"online": {"runs": ["a"]}}}, "variants.online")])
 def test_a_malformed_metrics_entry_names_the_file_and_key(metrics, key):
-    report.save_metrics(COPY_PASTE, metrics)
+    store.save_metrics(COPY_PASTE, metrics)
     with pytest.raises(ValueError, match=key) as err:
-        report.reported_run_groups([COPY_PASTE])
+        store.reported_run_groups([COPY_PASTE])
     assert "04_copy_paste.json" in str(err.value)
 
 
@@ -96,7 +98,7 @@ def test_collect_runs_keeps_finished_runs_on_this_data_root_and_falls_back_to_ev
     fallback = stages.collect_runs(tiny_root)
     assert {k: [r.name for r in v] for k, v in fallback.items()} == {"base": ["base_s1", "base_s2"],
                                                                      "trunk": ["trunk"]}
-    report.save_metrics(BASELINE, {"run_names": ["base_s1", "base_s2", "gone_s3"], "trunk_run": "trunk"})
+    store.save_metrics(BASELINE, {"run_names": ["base_s1", "base_s2", "gone_s3"], "trunk_run": "trunk"})
     with pytest.warns(UserWarning, match="gone_s3"):
         found = stages.collect_runs(tiny_root)
     assert {k: [r.name for r in v] for k, v in found.items()} == {"02 seeds": ["base_s1", "base_s2"],
@@ -168,8 +170,8 @@ def members(tiny_root, monkeypatch):
             maps[name] = confident(noisy, p=0.5 + 0.1 * m)
         indices[f"run{m}"] = write_index(paths.PROBS_DIR / f"run{m}" / "val", maps, split="val",
                                          data_root=str(tiny_root))
-    monkeypatch.setattr("trashlib.recipe.resolve_run", lambda name: name)
-    monkeypatch.setattr("trashlib.recipe.predict", lambda name, *a, **k: indices[name])
+    monkeypatch.setattr("trashlib.postprocess.recipe.resolve_run", lambda name: name)
+    monkeypatch.setattr("trashlib.postprocess.recipe.predict", lambda name, *a, **k: indices[name])
     return indices
 
 
@@ -284,7 +286,7 @@ def saved_stages(tiny_root, mious=(0.5, 0.6, 0.6, 0.55)):
     built = {n: Stage(r, type("Index", (), {"path": f"/probs/{n}"})(), Evaluation(None, scores(m), None))
              for n, r, m in zip(names, recipes, mious)}
     table = stage_table(built, {n: names[0] for n in names[1:]})
-    return {"data_root": str(tiny_root), "stages": json.loads(json.dumps(report._jsonable(stage_records(built, table))))}
+    return {"data_root": str(tiny_root), "stages": json.loads(json.dumps(store.jsonable(stage_records(built, table))))}
 
 
 def test_pick_stage_follows_the_source(tiny_root, tmp_path):
@@ -331,7 +333,7 @@ def test_stage_records_and_best_ensemble_are_what_the_report_and_teacher_read(ti
     spec = best_ensemble(built)  # the best stage with a vote, not the better single run
     assert spec["name"] == "+ CRF" and spec["runs"] == ["a", "b"] and spec["weights"] == [0.75, 0.25]
     assert spec["crf"] == CRFParams().as_dict() and spec["overwrite"] is None and spec["vote"] == "soft"
-    from trashlib.teacher import ensemble_spec  # notebook 06 reads it back
+    from trashlib.pseudo.teacher import ensemble_spec  # notebook 06 reads it back
 
     assert ensemble_spec({"best_ensemble": spec}) == recipes[2]
     assert best_ensemble({"best single": built["best single"]}) is None
@@ -350,8 +352,8 @@ def test_a_recipe_rebuilt_on_the_test_split_makes_a_valid_submission(tmp_path, m
                                       {n: confident(test.load_mask(i), p=0.4 + 0.2 * rng.random())
                                        for i, n in enumerate(test.file_names)}, split="test", data_root=str(root))
                for m in range(3)}
-    monkeypatch.setattr("trashlib.recipe.resolve_run", lambda name: name)
-    monkeypatch.setattr("trashlib.recipe.predict", lambda name, *a, **k: indices[name])
+    monkeypatch.setattr("trashlib.postprocess.recipe.resolve_run", lambda name: name)
+    monkeypatch.setattr("trashlib.postprocess.recipe.predict", lambda name, *a, **k: indices[name])
     stage = {"name": "+ overwrite", "val_mIoU": 0.5,
              "recipe": Recipe(tuple(indices), vote="hard", crf=CRFParams(iters=2), overwrite=3).as_dict()}
     chosen = pick_stage({"data_root": str(root), "stages": [stage]}, "ensemble", data_root=root)

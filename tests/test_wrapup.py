@@ -6,10 +6,11 @@ import re
 
 import pytest
 
-from trashlib import paths, report
+from trashlib import paths
 from trashlib.classes import CLASS_NAMES
 from trashlib.config import TrainConfig
-from trashlib.waterfall import collect_stages
+from trashlib.reporting import runner, store
+from trashlib.reporting.waterfall import collect_stages
 
 IOU = {c: 0.5 for c in CLASS_NAMES}
 
@@ -53,7 +54,7 @@ def reports(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
     monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")
     for nb, m in METRICS.items():
-        report.save_metrics(nb, m)
+        store.save_metrics(nb, m)
     run = tmp_path / "runs" / "trunk_branch"
     run.mkdir(parents=True)
     TrainConfig(model="mask2former-swin", seed=0).to_yaml(run / "config.yaml")
@@ -66,7 +67,7 @@ def reports(tmp_path, monkeypatch):
 def test_the_index_holds_the_waterfall_and_the_tables(reports):
     records = [{"notebook": "02_baseline_mask2former", "title": "Baseline", "status": "ok", "error": None,
                 "seconds": 120, "parameters": {}}]
-    page = report.write_index(records, profile="cpu").read_text()
+    page = runner.write_index(records, profile="cpu").read_text()
     assert (reports / "figures" / "wrapup_waterfall.png").stat().st_size > 1000
     assert 'src="figures/wrapup_waterfall.png"' in page and 'src="figures/wrapup_per_class.png"' in page
     for heading in ("Summary", "The waterfall", "The seed's experiments, regenerated", "What worked, what did not",
@@ -100,7 +101,7 @@ def test_stages_tolerate_missing_and_malformed_metrics():
 
 def test_an_unreadable_metrics_file_is_named_on_the_page(reports):
     (reports / "metrics" / "06_pseudo_label.json").write_text("{not json")
-    page = report.write_index([], profile="smoke").read_text()
+    page = runner.write_index([], profile="smoke").read_text()
     assert "06_pseudo_label.json: invalid JSON" in page
 
 
@@ -117,8 +118,8 @@ def test_ensemble_stages_step_from_what_they_build_on():
 
 
 def test_a_trunk_that_pasted_is_named_beside_04s_steps(reports):
-    report.save_metrics("04_copy_paste", {**METRICS["04_copy_paste"], "trunk_copy_paste": "cp-online-metal"})
-    page = report.write_index([], profile="cpu").read_text()
+    store.save_metrics("04_copy_paste", {**METRICS["04_copy_paste"], "trunk_copy_paste": "cp-online-metal"})
+    page = runner.write_index([], profile="cpu").read_text()
     seed = page[page.index('id="seed-table"'):page.index('id="notebooks"')]
     assert "none -&gt; offline (from a trunk trained with cp-online-metal)" in seed
     assert "none -&gt; online rare (from a trunk trained with cp-online-metal)" in seed
@@ -136,7 +137,7 @@ def test_a_variant_step_takes_its_notebooks_own_interval():
 
 
 def test_the_seeds_delta_is_read_from_its_published_table():
-    from trashlib.published import seed_delta
+    from trashlib.reporting.published import seed_delta
 
     assert seed_delta("copy-paste, offline") == pytest.approx(-0.05)
     assert seed_delta("pseudo labels (hard, every test pixel)", "Swin-L") == pytest.approx(0.75 - 0.7718)
@@ -159,7 +160,7 @@ def test_the_best_backbone_takes_03s_own_interval():
 
 
 def test_the_seed_table_reads_each_notebooks_own_interval_and_words_the_claims_by_the_rule():
-    from trashlib.published import seed_claims, seed_table
+    from trashlib.reporting.published import seed_claims, seed_table
 
     offline = _variant([0.25, 0.26, 0.255], ["d", "e", "f"])
     m4 = {"reference": "none", "variants": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "offline": offline}}
@@ -182,7 +183,7 @@ def test_the_seed_table_reads_each_notebooks_own_interval_and_words_the_claims_b
 
 
 def test_the_seeds_model_table_is_read_by_trashlibs_model_names():
-    from trashlib.published import seed_cost, seed_score
+    from trashlib.reporting.published import seed_cost, seed_score
 
     assert seed_score("semask-swin") - seed_score("mask2former-swin") == pytest.approx(0.783 - 0.7718)
     assert seed_score("segformer") is None  # the seed gives no number

@@ -11,18 +11,18 @@ import sys
 from pathlib import Path
 
 from trashlib.config import add_config_arguments, config_from_arguments
-from trashlib.crf import PRESETS, crf_index, crf_preset
 from trashlib.data import TrashDataset, resolve_data_root
 from trashlib.data.check import check_dataset, format_problems
 from trashlib.data.taco.build import build_taco
 from trashlib.data.taco.source import DEFAULT_SOURCE
-from trashlib.ensemble import ensemble, fit_weights
 from trashlib.evaluation import evaluate_index, score_submission
 from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.io import check_output
-from trashlib.overwrite import overwrite_index
+from trashlib.postprocess.consensus import overwrite_index
+from trashlib.postprocess.crf import PRESETS, crf_index, crf_preset
+from trashlib.postprocess.ensemble import ensemble, fit_weights
 from trashlib.probs import INDEX_FILE, ProbIndex
-from trashlib.report import make_report
+from trashlib.reporting.runner import make_report
 from trashlib.runs import CONFIG_FILE, Run
 from trashlib.submission import index_to_submission, validate_submission
 from trashlib.synth import generate_dataset
@@ -327,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     en = sub.add_parser("ensemble", help="soft or hard vote of stored predictions, DenseCRF, consensus overwrite",
                         epilog=ENSEMBLE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Ensemble probability maps of runs or indices (trashlib.ensemble), optionally "
-                                    "followed by DenseCRF and the consensus overwrite (trashlib.crf); writes the "
+                        description="Ensemble probability maps of runs or indices (trashlib.postprocess.ensemble), optionally "
+                                    "followed by DenseCRF and the consensus overwrite (trashlib.postprocess.crf); writes the "
                                     "result as a probability index and optionally a validated submission CSV.")
     en.add_argument("inputs", type=Path, nargs="+", metavar="RUN_OR_INDEX",
                     help="run folders (their hflip predictions of --split, made if not stored) or probability index "
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{n}: {p.tag}" for n, p in PRESETS.items()))
     en.add_argument("--overwrite", type=int, default=None, metavar="K",
                     help="then restore each connected region of a non-background class on which at least K of the "
-                         "inputs agree (trashlib.overwrite.overwrite)")
+                         "inputs agree (trashlib.postprocess.consensus.overwrite)")
     en.add_argument("--max-area", type=int, default=None, metavar="A",
                     help="with --overwrite: restore only agreement regions of at most A pixels (default: any size)")
     en.add_argument("--workers", type=int, default=None, help="CRF processes (default: every core)")

@@ -10,7 +10,7 @@ crop, a flip or a colour change is not caught.
 Pixels rather than file bytes, so a renamed or re-encoded copy is caught too. Thumbnails are kept
 under data/interim/thumbnails/, keyed by the files' paths, sizes and times: a set is decoded once.
 
-Test images may be trained on as pseudo labels only (a set that `trashlib.pseudo` made from a teacher's
+Test images may be trained on as pseudo labels only (a set that `trashlib.pseudo.labels` made from a teacher's
 predictions of the test split: no label file is read), never with labels from elsewhere.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _pseudo_labelled_splits(dataset: LabelMapDataset) -> set[str]:
-    """The splits a set labels with a teacher's predictions (trashlib.pseudo records its teachers' splits)."""
+    """The splits a set labels with a teacher's predictions (trashlib.pseudo.labels records its teachers' splits)."""
     key = dataset.recipe.get("key") if isinstance(dataset.recipe, dict) else None
     teachers = key.get("teachers") if isinstance(key, dict) else None
     return {t["split"] for t in teachers if isinstance(t, dict) and isinstance(t.get("split"), str)} \
@@ -127,7 +127,7 @@ def check_no_held_out(dataset: LabelMapDataset, data_root=None, *, val_split: st
 
 
 def _refuse(dataset: LabelMapDataset, item: str, split: TrashDataset, name: str, how: str):
-    rule = ("test images may be trained on only as pseudo labels (trashlib.pseudo)" if split.split == TEST_SPLIT
+    rule = ("test images may be trained on only as pseudo labels (trashlib.pseudo.labels)" if split.split == TEST_SPLIT
             else f"training on it would inflate the {split.split} score")
     raise ValueError(f"{dataset.path}: {item} is {split.split} image {name} of {split.root} ({how}); {rule}: "
                      "remove it from the set")

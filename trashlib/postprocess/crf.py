@@ -3,7 +3,7 @@
 `dense_crf` runs pydensecrf's fully connected CRF (Gaussian + bilateral pair terms) on one image's
 soft probabilities at full resolution; `crf_index` applies it to every image of an index with a
 process pool on every core and writes a new index; `sweep_crf` scores parameter settings on a
-labelled split. CRF cleans noise but erases small objects: `trashlib.overwrite` gives them back.
+labelled split. CRF cleans noise but erases small objects: `trashlib.postprocess.consensus` gives them back.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from trashlib.classes import NUM_CLASSES
 from trashlib.data import TrashDataset, read_image
-from trashlib.ensemble import aligned_items
 from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
+from trashlib.postprocess.ensemble import aligned_items
 from trashlib.probmap import save_probs
 from trashlib.probs import ProbIndex, ProbWriter, derived_dir, stored_index
 from trashlib.progress import shown

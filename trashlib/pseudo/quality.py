@@ -21,7 +21,7 @@ import seaborn as sns
 
 from trashlib.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from trashlib.data import TrashDataset
-from trashlib.pseudo import confidence_bins, confidence
+from trashlib.pseudo.labels import confidence_bins, confidence
 from trashlib.viz import colorize
 
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from trashlib.classes import NUM_CLASSES
 from trashlib.data import TrashDataset
-from trashlib.ensemble import aligned_items, positions
 from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
+from trashlib.postprocess.ensemble import aligned_items, positions
 from trashlib.probs import ProbIndex, ProbWriter, derived_dir, stored_index
 from trashlib.progress import shown
 

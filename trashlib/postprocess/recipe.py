@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trashlib import paths
-from trashlib.crf import CRFParams, crf_index
 from trashlib.data import resolve_data_root
-from trashlib.ensemble import VOTES, ensemble, normalize_weights
 from trashlib.inference import DEFAULT_TTA, TTA, predict
-from trashlib.overwrite import overwrite_index
+from trashlib.postprocess.consensus import overwrite_index
+from trashlib.postprocess.crf import CRFParams, crf_index
+from trashlib.postprocess.ensemble import VOTES, ensemble, normalize_weights
 from trashlib.probs import ProbIndex
 from trashlib.runs import resolve_run
 

@@ -3,7 +3,7 @@
 A file cut off, not JSON, holding NaN (save_metrics writes it as null), or holding at a key the wrap-up
 page reads a value it cannot be (an mIoU of 30, text for a number, a negative spread, seeds that are
 not a list) is unreadable, with the file, the key and the fault named: the page marks that notebook's
-sections so instead of showing a number made from it, and `report.load_metrics` refuses it.
+sections so instead of showing a number made from it, and `store.load_metrics` refuses it.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from trashlib.io import read_json
-from trashlib.waterfall import NOTEBOOKS
+from trashlib.reporting.waterfall import NOTEBOOKS
 
 _LEVEL = re.compile(r"mIoU(_mean)?$")  # keys holding an mIoU (or one per seed): a number in [0, 1]
 _TEXT = ("run", "trunk_run", "stage", "reference", "built_on", "verdict", "trunk_copy_paste", "val_mIoU_from",

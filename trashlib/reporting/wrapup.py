@@ -25,12 +25,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from trashlib import paths
-from trashlib.findings import delta_sentence
 from trashlib.io import atomic_open
-from trashlib.metrics_file import read_all_metrics
-from trashlib.published import seed_claims, seed_table
+from trashlib.reporting.findings import delta_sentence
+from trashlib.reporting.metrics_file import read_all_metrics
+from trashlib.reporting.published import seed_claims, seed_table
+from trashlib.reporting.waterfall import NOTEBOOKS, collect_stages, plot_stage_classes, plot_waterfall
 from trashlib.runs import CONFIG_FILE, Run
-from trashlib.waterfall import NOTEBOOKS, collect_stages, plot_stage_classes, plot_waterfall
 
 SECTION_WORDS = {"02_baseline_mask2former": ("validation",), "03_backbones_dinat_semask": ("table",),
                  "04_copy_paste": ("comparison", "variant"), "05_crf_ensemble": ("stage", "waterfall"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from trashlib.compare import Contrast, against_claim, recorded
-from trashlib.waterfall import NOTEBOOKS, _num, backbone_rows, baseline_noise
+from trashlib.reporting.waterfall import NOTEBOOKS, _num, backbone_rows, baseline_noise
 
 # (experiment, seed's model, before, after, note): the seed's report and the issues quoting it
 SEED_RESULTS = (

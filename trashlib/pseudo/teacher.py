@@ -1,12 +1,12 @@
 """The teacher of pseudo labels: notebook 05's best ensemble if it recorded one, else the best single run.
 
 05 records its best ensemble in reports/metrics/05_crf_ensemble.json under `best_ensemble`
-(`trashlib.stages.best_ensemble`):
+(`trashlib.postprocess.stages.best_ensemble`):
 
     {"name": ..., "runs": [run names, best first], "weights": [...] or null, "vote": "soft" | "hard",
      "crf": {CRFParams fields} or null, "overwrite": {"k": int, "max_area": int or null} or null, "tta": {...}}
 
-`choose_teacher` rebuilds that stage on the unlabelled splits with `trashlib.recipe.apply_recipe`
+`choose_teacher` rebuilds that stage on the unlabelled splits with `trashlib.postprocess.recipe.apply_recipe`
 (members predict with the stage's TTA, then the same vote, CRF and overwrite, each stored), or, without
 it, takes the finished run with the best validation mIoU among those 02 recorded (`run_names`,
 `trunk_run`, `run`) and any given. Round 2 re-labels with `with_student`: the soft vote of the
@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trashlib import paths
-from trashlib.ensemble import ensemble
 from trashlib.inference import DEFAULT_TTA, TTA, predict
-from trashlib.recipe import Recipe, apply_recipe
-from trashlib.report import load_metrics
+from trashlib.postprocess.ensemble import ensemble
+from trashlib.postprocess.recipe import Recipe, apply_recipe
+from trashlib.reporting.store import load_metrics
 from trashlib.runs import Run, best_run, resolve_run
 
 ENSEMBLE_NOTEBOOK, BASELINE_NOTEBOOK = "05_crf_ensemble", "02_baseline_mask2former"

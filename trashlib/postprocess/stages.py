@@ -1,14 +1,14 @@
 """Post-processing stages compared on one val set: the runs they start from, the stage table, what each stage did.
 
 Notebook 05 scores a chain of stages (best single run -> soft vote -> weighted -> hard vote -> + CRF ->
-+ overwrite) on one val set, each a `trashlib.recipe.Recipe`. `collect_runs` finds the runs that the
++ overwrite) on one val set, each a `trashlib.postprocess.recipe.Recipe`. `collect_runs` finds the runs that the
 training notebooks reported, grouped so that seeds share a group; `rank_runs` orders them by their own
 recorded evaluation and `choose_members` takes an ensemble's members, one architecture each first.
 `judge_stages` judges each stage against the stage it builds on by the rule of `trashlib.compare` (a
 paired bootstrap over the scored images, with the spread over the seeds of the best single run's group
 standing in for the training noise); `stage_table` tabulates it, with the rare classes' changes and their
 intervals; `class_deltas` gives every class's change, `crf_changes` finds the images a step helps or hurts
-most, and `lessons` writes the closing sentences from the numbers. (`trashlib.recipe.pick_stage` chooses
+most, and `lessons` writes the closing sentences from the numbers. (`trashlib.postprocess.recipe.pick_stage` chooses
 the stage notebook 07 submits from what 05 saved.)
 """
 from __future__ import annotations
@@ -25,15 +25,15 @@ import pandas as pd
 
 from trashlib.classes import CLASS_NAMES
 from trashlib.compare import Contrast, SeedResults, image_contrast
-from trashlib.crf import CRFParams, crf_preset
 from trashlib.data import resolve_data_root
 from trashlib.evaluation import Evaluation, evaluate_index
-from trashlib.findings import verdict_phrase
 from trashlib.inference import DEFAULT_TTA, TTA
 from trashlib.metrics import Scores
+from trashlib.postprocess.crf import CRFParams, crf_preset
+from trashlib.postprocess.recipe import Recipe, apply_recipe
 from trashlib.probs import ProbIndex
-from trashlib.recipe import Recipe, apply_recipe
-from trashlib.report import reported_run_groups
+from trashlib.reporting.findings import verdict_phrase
+from trashlib.reporting.store import reported_run_groups
 from trashlib.runs import Run, find_runs, runs_dir
 
 REPORTING_NOTEBOOKS = ("02_baseline_mask2former", "03_backbones_dinat_semask", "04_copy_paste")
@@ -300,7 +300,7 @@ def stage_records(stages: dict, table: pd.DataFrame, *, noise: SeedResults | Non
 
 
 def best_ensemble(stages: dict) -> dict | None:
-    """The best-scoring stage with a vote, as `trashlib.teacher` reads it: {name, runs (best first), weights,
+    """The best-scoring stage with a vote, as `trashlib.pseudo.teacher` reads it: {name, runs (best first), weights,
     vote, crf (CRFParams fields or None), overwrite ({k, max_area} or None), tta}; None without one."""
     voted = [name for name, s in stages.items() if s.recipe.vote is not None]
     if not voted:

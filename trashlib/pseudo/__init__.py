@@ -1,0 +1,1 @@
+"""Pseudo labels: the teacher, the labels it writes, and how good they are."""
