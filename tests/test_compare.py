@@ -9,8 +9,8 @@ import pytest
 
 from trashlib.classes import NUM_CLASSES
 from trashlib.compare import (Contrast, SeedResults, against_claim, compare_table, contrast, image_contrast, recorded,
-                              variant_record, verdict)
-from trashlib.metrics import Scores
+                              split_gap, variant_record, verdict)
+from trashlib.metrics import Scores, class_iou
 
 
 def scores(miou: float, first_class: float = 0.5) -> Scores:
@@ -223,3 +223,20 @@ def test_a_recorded_contrast_reads_back_only_when_its_interval_is_whole():
     for broken in ({}, None, {**judged.as_dict(), "mde": None}, {**judged.as_dict(), "delta_ci": [0.1]},
                    {**judged.as_dict(), "verdict": "better"}, {**judged.as_dict(), "delta_ci": [0.1, math.nan]}):
         assert recorded(broken) is None
+
+
+def test_split_gap_judges_one_model_on_two_sets_of_images_by_their_own_noise():
+    rng = np.random.default_rng(0)
+    train = _stack([_image(100, int(w)) for w in rng.integers(0, 10, 40)])        # scores high, alike
+    val = _stack([_image(100, int(w)) for w in rng.integers(40, 80, 40)])         # scores lower
+    gap = split_gap(train, val)
+    by_hand = float(np.nanmean(class_iou(train.sum(0)))) - float(np.nanmean(class_iou(val.sum(0))))
+    assert gap.delta == pytest.approx(by_hand)
+    assert gap.delta > 0 and gap.verdict == "gain" and gap.noise == "images"  # one model: a verdict all the same
+    same = split_gap(train[:20], train[20:])                                          # two halves of one set
+    assert same.verdict == "tie" and same.ci[0] < 0 < same.ci[1]
+    noisy = split_gap(_stack([_image(100, w) for w in (0, 90) * 3]), _stack([_image(100, w) for w in (5, 80) * 3]))
+    assert noisy.mde > same.mde  # images that disagree widen the interval
+    assert Contrast(0.1, 1).verdict == "one seed"  # a trained contrast with one seed still gets none
+    with pytest.raises(ValueError, match="second has shape"):
+        split_gap(train, train.sum(0))

@@ -147,6 +147,12 @@ def test_cpu_profile_trunk_pastes_rare_classes_and_each_arm_pastes_only_what_its
             for name, fields in {"none": {}, **variants}.items()}
     assert tags == {"none": "", "online uniform": "_cp-online-uniform", "online rare": trunk_cfg.copy_paste_tag,
                     "offline": "_cp-offline-uniform", "classmix": "_classmix"}
+    # an arm that sets copy_paste takes the recipe's defaults for what it does not set, not the trunk's class list
+    uniform = parameters.branch_config(trunk, {"steps": 2}, seed=0, copy_paste="online", cp_donors="uniform")
+    assert (uniform.cp_classes, uniform.cp_prob) == ((), 0.5)
+    # one that only tunes the trunk's pasting keeps the rest of it
+    tuned = parameters.branch_config(trunk, {"steps": 2}, seed=0, cp_prob=0.9)
+    assert (tuned.copy_paste, tuned.cp_classes, tuned.cp_prob) == ("online", trunk_cfg.cp_classes, 0.9)
 
 
 def test_save_figure_writes_the_png_and_returns_nothing_for_a_cell_to_print(tmp_path, monkeypatch):

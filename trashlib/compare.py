@@ -110,6 +110,8 @@ class Contrast:
 
     `var_train` is the variance of Δ from training (seeds) with `df_train` degrees of freedom, `var_eval`
     its variance from the choice of val images (bootstrap); None where that source was not measured.
+    `trained` False marks a contrast in which no training differs (one model scored on two sets of
+    images): it has no training noise to miss, so one seed still gets a verdict.
     """
 
     delta: float
@@ -117,6 +119,7 @@ class Contrast:
     var_train: float | None = None
     df_train: float = math.inf
     var_eval: float | None = None
+    trained: bool = True
 
     def __post_init__(self):
         for name in ("delta", "var_train", "var_eval"):
@@ -165,7 +168,7 @@ class Contrast:
 
     @property
     def verdict(self) -> str:
-        if self.seeds < 2:
+        if self.trained and self.seeds < 2:
             return "one seed"
         lo, hi = self.ci
         if self.delta == 0 or lo <= 0 <= hi:
@@ -334,6 +337,28 @@ def image_contrast(arm: np.ndarray, ref: np.ndarray, *, noise: SeedResults | Non
             d = float(iou_a[i] - iou_r[i])
             out[c] = judged(d, float(spreads[i]), float(var_eval_class[i])) if math.isfinite(d) else None
     return judged(m_a - m_r, noise.std if trained else math.nan, var_eval), out
+
+
+def split_gap(first: np.ndarray, second: np.ndarray, *, draws: int = BOOTSTRAP, seed: int = 0) -> Contrast:
+    """Δ mIoU of one model's predictions on two different sets of images (e.g. its training images against the
+    validation images: a gain is a model that scores its training images higher beyond the choice of images),
+    each given as per-image confusion matrices (images, C, C). The sets are independent: each is resampled on
+    its own and the two variances add. One model, so no training noise (`Contrast.trained` False).
+    """
+    first, second = np.asarray(first), np.asarray(second)
+    for name, stack in (("first", first), ("second", second)):
+        if stack.ndim != 3 or stack.shape[1] != stack.shape[2] or not len(stack):
+            raise ValueError(f"split_gap needs stacks of per-image confusion matrices, {name} has shape {stack.shape}")
+    if first.shape[1] != second.shape[1]:
+        raise ValueError(f"split_gap: {first.shape[1]} classes against {second.shape[1]}")
+    rng = np.random.default_rng(seed)
+    variance = 0.0
+    for stack in (first, second):
+        n, c = stack.shape[0], stack.shape[1]
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)
+        resampled = (weights @ stack.reshape(n, c * c).astype(np.float64)).reshape(draws, c, c)
+        variance += float(_nanmean(class_iou(resampled), axis=-1).var(ddof=1))
+    return Contrast(miou(first.sum(0))[0] - miou(second.sum(0))[0], 1, var_eval=variance, trained=False)
 
 
 def _as_results(value) -> SeedResults:

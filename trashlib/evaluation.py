@@ -226,17 +226,19 @@ def at_equal_time(curves: pd.DataFrame) -> tuple[float, pd.Series]:
 
 
 def score_split(run, data_root=None, split: str = "train", *, max_images: int | None = None,
-                which: str = "last") -> Scores:
+                which: str = "last", per_image: np.ndarray | None = None) -> Scores:
     """A run's scores on (the first images of) any labelled split, at its working resolution, no TTA.
 
     Scoring the training split beside the validation split tells underfitting (both low) from
-    overfitting (train far above val).
+    overfitting (train above val by more than the choice of images explains: `compare.split_gap` of the two
+    splits' per-image confusions). `per_image`, an (images, classes, classes) array, receives each scored
+    image's confusion matrix.
     """
     dataset = TrashDataset(data_root if data_root is not None else run.config.data_root, split)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     model = run.load_model(which)
     loader = item_loader(dataset, range(n), batch_size=8, workers=0)
-    return validate(model, loader, num_classes=model.num_classes, work_size=run.config.work_size)
+    return validate(model, loader, num_classes=model.num_classes, work_size=run.config.work_size, per_image=per_image)
 
 
 def steps_to_reach(steps, miou, target: float) -> float:

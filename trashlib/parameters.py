@@ -110,7 +110,7 @@ def _read_profile(path: Path) -> dict:
     if fixed:
         raise ValueError(f"{path}: branch sets {fixed}; a branch takes its model and data from the trunk, "
                          "starts from it, and runs once per seed in `seeds`")
-    _check_budget(path, "branch", {**prof["training"], **prof["branch"]})
+    _check_budget(path, "branch", _continued(prof["training"], prof["branch"]))
     for name, block in prof["notebooks"].items():
         if "training" in block:
             _check_budget(path, f"notebooks.{name}.training", {**prof["training"], **block["training"]})
@@ -237,13 +237,13 @@ def _value_problem(prof: dict, where: str, param, value) -> str | None:
         return f"{where} must be a folder (text) or null, not {show(value)}"
     try:
         if param.name == "branch" and value is not None:
-            _check_budget(prof["path"], where, {**prof["training"], **_mapping(value, where)})
+            _check_budget(prof["path"], where, _continued(prof["training"], _mapping(value, where)))
         elif param.name == "seeds":
             _seeds(value, where)
         elif param.name == "variants" and isinstance(value, dict):
             for arm, fields in value.items():
-                _check_budget(prof["path"], f"{where}.{arm}", {**prof["training"], **prof["branch"],
-                                                              **_mapping(fields, f"{where}.{arm}")})
+                _check_budget(prof["path"], f"{where}.{arm}", _continued(
+                    prof["training"], {**prof["branch"], **_mapping(fields, f"{where}.{arm}")}))
         elif param.name == "scratch_models" and isinstance(value, dict):  # 03: each model's own budget
             for model, fields in value.items():
                 if model not in MODELS:
@@ -291,20 +291,32 @@ def training_config(training: dict | None = None, **varied) -> TrainConfig:
     return TrainConfig.from_dict(config)
 
 
+def _continued(base: dict, changed: dict) -> dict:
+    """`base` (a trunk's fields) with an arm's `changed` fields; where `changed` sets `copy_paste`, the copy & paste
+    fields it does not set take their defaults: a copy & paste recipe is one unit, not the trunk's half-kept."""
+    out = dict(base)
+    if "copy_paste" in changed:
+        out.update({f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                    for f in dataclasses.fields(TrainConfig) if f.name.startswith("cp_") and f.name not in changed})
+    out.update(changed)
+    return out
+
+
 def branch_config(trunk, branch: dict | None = None, *, seed: int = 0, **varied) -> TrainConfig:
     """The config of one arm of a paired comparison: the trunk run's config, continued from its last weights
     and AdamW moments.
 
     `trunk` is a finished Run; `branch` the profile's `branch:` fields (None: the smoke profile's), with
     a fresh warmup and schedule unless it sets them; `varied` what the arm changes (copy-paste settings,
-    extra training sets). Every arm, the "none" one included, runs the same steps for each seed, so a
+    extra training sets). Where either sets `copy_paste`, the copy & paste fields it does not set take their
+    defaults rather than the trunk's: a trunk that pastes rare classes gives an arm pasting uniformly no class list. Every arm, the "none" one included, runs the same steps for each seed, so a
     difference between arms comes from what they vary, not from the initialisation.
     """
     if branch is None:
         branch = _read_profile(_profile_path("smoke"))["branch"]
     config = {k: v for k, v in trunk.config.to_dict().items()
               if k not in ("run_name", "out_dir", "resume", "restart")}
-    config.update({"warmup_steps": None, **_mapping(branch, "branch"), **varied})
+    config = _continued(config, {"warmup_steps": None, **_mapping(branch, "branch"), **varied})
     config.update(init_from=trunk.name if trunk.path.parent.resolve() == Path(paths.RUNS_DIR).resolve()
                   else str(trunk.path), seed=seed, resume=True)
     if "log_every" not in branch and "log_every" not in varied:

@@ -113,3 +113,21 @@ class SegmentationModel(nn.Module):
     def num_parameters(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
+
+
+def with_no_object(weights: torch.Tensor | None, num_classes: int, *, no_object: float,
+                   like: torch.Tensor) -> torch.Tensor:
+    """The classification weights of a head with a "no object" class last: `weights` per class (all 1 when None)
+    followed by `no_object`; ValueError unless `weights` has `num_classes` entries.
+
+    Shape:
+        returns: (num_classes + 1,) of `like`'s dtype and device
+    """
+    new = torch.ones_like(like)
+    new[-1] = no_object
+    if weights is not None:
+        weights = torch.as_tensor(weights, dtype=new.dtype).flatten()
+        if weights.numel() != num_classes:
+            raise ValueError(f"class weights must have {num_classes} entries, got {weights.numel()}")
+        new[:-1] = weights
+    return new

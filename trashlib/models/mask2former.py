@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
-from trashlib.models.base import SegmentationModel, SegOutput
+from trashlib.models.base import SegmentationModel, SegOutput, with_no_object
 from trashlib.models.mask2former_loss import IgnoreAwareMask2FormerLoss
 from trashlib.models.pretrained import label_kwargs, load_with_head
 from trashlib.models.sizes import MASK2FORMER_HEAD, SWIN, size_config
@@ -101,14 +101,8 @@ class Mask2FormerSegmenter(SegmentationModel):
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
         """Per-class weights of the classification cross-entropy; "no object" keeps its weight."""
         criterion = self.hf.criterion
-        new = torch.ones_like(criterion.empty_weight)
-        new[-1] = criterion.eos_coef
-        if weights is not None:
-            weights = torch.as_tensor(weights, dtype=new.dtype).flatten()
-            if weights.numel() != self.num_classes:
-                raise ValueError(f"class weights must have {self.num_classes} entries, got {weights.numel()}")
-            new[:-1] = weights
-        criterion.empty_weight.copy_(new)
+        criterion.empty_weight.copy_(with_no_object(weights, self.num_classes, no_object=criterion.eos_coef,
+                                                    like=criterion.empty_weight))
 
     def _run(self, images: torch.Tensor, masks: torch.Tensor | None):
         pixel_values = self.normalize(images)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
-from trashlib.models.base import SegmentationModel, SegOutput
+from trashlib.models.base import SegmentationModel, SegOutput, with_no_object
 from trashlib.models.mask2former import (
     freeze_unused_swin_norm,
     mask2former_config,
@@ -101,14 +101,8 @@ class MaskDINOSegmenter(SegmentationModel):
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
         """Per-class weights of the classification cross-entropy; "no object" keeps its weight."""
         criterion = self.criterion
-        new = torch.ones_like(criterion.empty_weight)
-        new[-1] = criterion.eos_coef
-        if weights is not None:
-            weights = torch.as_tensor(weights, dtype=new.dtype).flatten()
-            if weights.numel() != self.num_classes:
-                raise ValueError(f"class weights must have {self.num_classes} entries, got {weights.numel()}")
-            new[:-1] = weights
-        criterion.empty_weight.copy_(new)
+        criterion.empty_weight.copy_(with_no_object(weights, self.num_classes, no_object=criterion.eos_coef,
+                                                    like=criterion.empty_weight))
 
     def _decode(self, images: torch.Tensor, *, every_round: bool = False, targets=None):
         features = self.backbone(self.normalize(images)).feature_maps

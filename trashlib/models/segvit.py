@@ -24,7 +24,7 @@ from torch import nn
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.models.atm import CLASS_WEIGHT, DICE_WEIGHT, FOCAL_WEIGHT, NO_OBJECT_WEIGHT, ATMDecoder, atm_loss
-from trashlib.models.base import SegmentationModel, SegOutput
+from trashlib.models.base import SegmentationModel, SegOutput, with_no_object
 from trashlib.models.mask2former import semantic_probs
 from trashlib.models.pretrained import from_pretrained
 from trashlib.models.sizes import ATM_HEAD, VIT, size_config
@@ -83,14 +83,8 @@ class SegViTSegmenter(SegmentationModel):
 
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
         """Per-class weights of the classification cross-entropy; "no object" keeps its weight."""
-        new = torch.ones_like(self.class_weight)
-        new[-1] = NO_OBJECT_WEIGHT
-        if weights is not None:
-            weights = torch.as_tensor(weights, dtype=new.dtype).flatten()
-            if weights.numel() != self.num_classes:
-                raise ValueError(f"class weights must have {self.num_classes} entries, got {weights.numel()}")
-            new[:-1] = weights
-        self.class_weight.copy_(new)
+        self.class_weight.copy_(with_no_object(weights, self.num_classes, no_object=NO_OBJECT_WEIGHT,
+                                               like=self.class_weight))
 
     def _layer(self, layer: nn.Module, x: torch.Tensor, rate: float) -> torch.Tensor:
         """transformers' pre-norm ViTLayer with stochastic depth on both residual branches."""
