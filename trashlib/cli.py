@@ -18,9 +18,9 @@ from trashlib.data.taco.source import DEFAULT_SOURCE
 from trashlib.evaluation import evaluate_index, score_submission
 from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.io import check_output
-from trashlib.postprocess.consensus import overwrite_index
-from trashlib.postprocess.crf import PRESETS, crf_index, crf_preset
-from trashlib.postprocess.ensemble import ensemble, fit_weights
+from trashlib.postprocess.crf import PRESETS, crf_preset
+from trashlib.postprocess.ensemble import fit_weights
+from trashlib.postprocess.recipe import chain
 from trashlib.probs import INDEX_FILE, ProbIndex
 from trashlib.reporting.runner import make_report
 from trashlib.runs import CONFIG_FILE, Run
@@ -199,19 +199,12 @@ def _ensemble(args) -> int:
     params = crf_preset(args.crf) if args.crf else None
     _check_submission(args, inputs=args.inputs)
     indices = [_ensemble_input(path, args.data, args.split) for path in args.inputs]
-    stages = []
-    if len(indices) == 1:
-        out = indices[0]
-    else:
-        weights = _fit(args, indices) if args.fit_weights else args.weights
-        out = ensemble(indices, weights=weights, vote=args.vote, name=args.name, force=args.force)
-        stages.append((f"{args.vote} vote", out))
-    if params is not None:
-        out = crf_index(out, args.data, args.split, params, workers=args.workers, force=args.force)
-        stages.append((f"+ CRF {args.crf}", out))
-    if args.overwrite is not None:
-        out = overwrite_index(out, indices, k=args.overwrite, max_area=args.max_area, force=args.force)
-        stages.append((f"+ overwrite k={args.overwrite}", out))
+    weights = _fit(args, indices) if args.fit_weights and len(indices) > 1 else args.weights
+    stages = chain(indices, args.data, args.split, vote=args.vote, weights=weights, crf=params,
+                   overwrite=args.overwrite, max_area=args.max_area, workers=args.workers, name=args.name,
+                   force=args.force)
+    out = stages[-1][1] if stages else indices[0]
+    stages = [(f"+ CRF {args.crf}" if title.startswith("+ CRF") else title, index) for title, index in stages]
     for title, index in stages:
         print(f"{title}: {len(index)} probability maps in {index.path}")
     if TrashDataset(args.data, split=args.split).has_masks:
@@ -327,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     en = sub.add_parser("ensemble", help="soft or hard vote of stored predictions, DenseCRF, consensus overwrite",
                         epilog=ENSEMBLE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Ensemble probability maps of runs or indices (trashlib.postprocess.ensemble), optionally "
-                                    "followed by DenseCRF and the consensus overwrite (trashlib.postprocess.crf); writes the "
-                                    "result as a probability index and optionally a validated submission CSV.")
+                        description="Ensemble probability maps of runs or indices, optionally followed by DenseCRF "
+                                    "and the consensus overwrite (trashlib.postprocess); writes the result as a "
+                                    "probability index and optionally a validated submission CSV.")
     en.add_argument("inputs", type=Path, nargs="+", metavar="RUN_OR_INDEX",
                     help="run folders (their hflip predictions of --split, made if not stored) or probability index "
                          "folders (holding index.json); list the best model first: hard-vote ties go to it")

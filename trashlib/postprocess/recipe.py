@@ -126,14 +126,30 @@ def apply_recipe(recipe: Recipe, data_root=None, split: str = "val", *, max_imag
     `workers` is the CRF's process pool (default every core).
     """
     indices = member_indices(recipe, data_root, split, max_images=max_images, progress=progress)
-    out = indices[0]
-    if recipe.vote is not None:
-        out = ensemble(indices, weights=recipe.weights, vote=recipe.vote, best=0, progress=progress)
-    if recipe.crf is not None:
-        out = crf_index(out, data_root, split, recipe.crf, workers=workers, progress=progress)
-    if recipe.overwrite is not None:
-        out = overwrite_index(out, indices, k=recipe.overwrite, max_area=recipe.max_area, progress=progress)
-    return out
+    stages = chain(indices, data_root, split, vote=recipe.vote, weights=recipe.weights, crf=recipe.crf,
+                   overwrite=recipe.overwrite, max_area=recipe.max_area, workers=workers, progress=progress)
+    return stages[-1][1] if stages else indices[0]
+
+
+def chain(indices: list[ProbIndex], data_root=None, split: str = "val", *, vote: str | None = "soft", weights=None,
+          crf: CRFParams | None = None, overwrite: int | None = None, max_area: int | None = None,
+          workers: int | None = None, name: str | None = None, force: bool = False,
+          progress: bool | None = None) -> list[tuple[str, ProbIndex]]:
+    """The post-processing of the members' stored predictions, each stage stored: the vote (of two or more
+    members; ties of a hard vote go to the first), DenseCRF, the consensus overwrite. Returns the stages made,
+    as (title, index) in order; the last is the result (none made: the one member is).
+    """
+    stages, out = [], indices[0]
+    if vote is not None and len(indices) > 1:
+        out = ensemble(indices, weights=weights, vote=vote, best=0, name=name, force=force, progress=progress)
+        stages.append((f"{vote} vote", out))
+    if crf is not None:
+        out = crf_index(out, data_root, split, crf, workers=workers, force=force, progress=progress)
+        stages.append((f"+ CRF {crf.tag}", out))
+    if overwrite is not None:
+        out = overwrite_index(out, indices, k=overwrite, max_area=max_area, force=force, progress=progress)
+        stages.append((f"+ overwrite k={overwrite}", out))
+    return stages
 
 
 # -- the stage notebook 07 submits ------------------------------------------------------------------
