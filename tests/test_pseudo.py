@@ -155,18 +155,3 @@ def test_quality_names_an_image_the_labels_lack(teacher, tiny_copy):
 def test_label_map_dataset_reads_a_pseudo_set(teacher, tmp_path):
     s = make_pseudo_labels(teacher, out_dir=tmp_path)
     assert len(LabelMapDataset(s.root)) == len(teacher)
-
-
-def test_the_teacher_spec_of_05_is_checked():
-    from trashlib.pseudo.teacher import ensemble_spec
-
-    assert ensemble_spec(None) is None and ensemble_spec({"stages": []}) is None
-    spec = ensemble_spec({"best_ensemble": {"name": "+ CRF", "runs": ["a", "b"], "vote": "soft", "weights": [3, 1],
-                                            "crf": {"iters": 5}, "overwrite": {"k": 2, "max_area": None}}})
-    assert spec.members == ("a", "b") and spec.weights == (0.75, 0.25) and spec.overwrite == 2 and spec.tta.hflip
-    for bad, match in [({"runs": []}, "members"), ({"runs": ["a", "b"], "vote": "median"}, "vote"),
-                       ({"runs": ["a", "b"], "vote": "soft", "weights": [1]}, "weights"),
-                       ({"runs": ["a"], "overwrite": 2}, "overwrite")]:
-        with pytest.raises(ValueError, match=match) as err:
-            ensemble_spec({"best_ensemble": bad})
-        assert "05_crf_ensemble.json: best_ensemble" in str(err.value)

@@ -17,13 +17,13 @@ from trashlib.data import TrashDataset
 from trashlib.evaluation import Evaluation
 from trashlib.inference import TTA
 from trashlib.metrics import Scores
+from trashlib.postprocess import stages
 from trashlib.postprocess.consensus import overwrite_index
 from trashlib.postprocess.crf import PRESETS, CRFParams, crf_index
 from trashlib.postprocess.ensemble import ensemble
 from trashlib.postprocess.recipe import Recipe, apply_recipe, pick_stage
-from trashlib.postprocess.stages import (Stage, best_ensemble, choose_members, class_deltas, crf_changes, lessons,
-                                         rank_runs, spread_group, stage_records, stage_table, sweep_grid)
-from trashlib.postprocess import stages
+from trashlib.postprocess.stages import (Stage, choose_members, class_deltas, crf_changes, lessons, rank_runs,
+                                         spread_group, stage_records, stage_table, sweep_grid)
 from trashlib.reporting import store
 
 BASELINE, BACKBONES, COPY_PASTE = stages.REPORTING_NOTEBOOKS
@@ -314,7 +314,7 @@ def test_pick_stage_follows_the_source(tiny_root, tmp_path):
         pick_stage(nan, "best-on-val", data_root=tiny_root)
 
 
-def test_stage_records_and_best_ensemble_are_what_the_report_and_teacher_read(tiny_root):
+def test_stage_records_are_what_the_report_and_the_teacher_read(tiny_root):
     metrics = saved_stages(tiny_root)
     first, last = metrics["stages"][0], metrics["stages"][-1]
     assert first["built_on"] is None and first["delta"] is None and first["verdict"] == "reference"
@@ -330,13 +330,11 @@ def test_stage_records_and_best_ensemble_are_what_the_report_and_teacher_read(ti
     records = stage_records(built, table, noise=noise)
     assert records[0]["val_mIoU_std"] == pytest.approx(np.std([0.5, 0.4], ddof=1)) and records[0]["seeds"] == 2
     assert "seeds" not in records[1]
-    spec = best_ensemble(built)  # the best stage with a vote, not the better single run
-    assert spec["name"] == "+ CRF" and spec["runs"] == ["a", "b"] and spec["weights"] == [0.75, 0.25]
-    assert spec["crf"] == CRFParams().as_dict() and spec["overwrite"] is None and spec["vote"] == "soft"
-    from trashlib.pseudo.teacher import ensemble_spec  # notebook 06 reads it back
-
-    assert ensemble_spec({"best_ensemble": spec}) == recipes[2]
-    assert best_ensemble({"best single": built["best single"]}) is None
+    saved = {"data_root": str(tiny_root), "stages": json.loads(json.dumps(store.jsonable(records)))}
+    teacher = pick_stage(saved, "best-ensemble", data_root=tiny_root)  # notebook 06's teacher reads it back
+    assert teacher["name"] == "+ CRF" and teacher["recipe"] == recipes[2]  # the best with a vote, not the single run
+    assert pick_stage({**saved, "stages": saved["stages"][:1]}, "best-ensemble", data_root=tiny_root) is None
+    assert pick_stage(None, "best-ensemble", data_root=tiny_root) is None
 
 
 def test_a_recipe_rebuilt_on_the_test_split_makes_a_valid_submission(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from trashlib.probs import ProbIndex
 from trashlib.runs import resolve_run
 
 RECIPE_KEYS = ("members", "tta", "vote", "weights", "crf", "overwrite", "max_area")
-SOURCES = ("best-run", "ensemble", "best-on-val")  # what notebook 07 submits
+SOURCES = ("best-run", "ensemble", "best-on-val", "best-ensemble")  # what 07 submits; 06's teacher: best-ensemble
 
 
 def _whole(value, what: str) -> int:
@@ -154,13 +154,15 @@ def chain(indices: list[ProbIndex], data_root=None, split: str = "val", *, vote:
 
 # -- the stage notebook 07 submits ------------------------------------------------------------------
 def pick_stage(metrics: dict | None, source: str, *, data_root=None) -> dict | None:
-    """The stage record to submit, its "recipe" a `Recipe`: None for "best-run"; for "ensemble" the last
-    of the chain 05 saved (+ CRF, + overwrite as 05 chose); for "best-on-val" the stage with the highest
-    val mIoU (None when 05 has not run: then the best run)."""
+    """One of 05's stages, as its saved record with "recipe" a `Recipe`, for notebook 07 to submit and 06's
+    teacher to label with: None for "best-run"; for "ensemble" the last of the chain 05 saved (+ CRF,
+    + overwrite as 05 chose); for "best-on-val" the stage with the highest val mIoU (None when 05 has not
+    run: then the best run); for "best-ensemble" the highest among the stages with a vote (None when 05
+    has not run or made none). The one reader of 05's stages."""
     if source not in SOURCES:
         raise ValueError(f"unknown submission source {source!r}; valid: {', '.join(SOURCES)}")
     where = paths.REPORTS_DIR / "metrics" / "05_crf_ensemble.json"
-    if source == "best-run" or (metrics is None and source == "best-on-val"):
+    if source == "best-run" or (metrics is None and source in ("best-on-val", "best-ensemble")):
         return None
     if metrics is None:
         raise FileNotFoundError(f"source 'ensemble' needs notebook 05's metrics ({where}): run 05 first, "
@@ -175,9 +177,13 @@ def pick_stage(metrics: dict | None, source: str, *, data_root=None) -> dict | N
     if source == "ensemble":
         i = len(stages) - 1
     else:
+        voted = source == "best-ensemble"
         scored = [(s.get("val_mIoU"), i) for i, s in enumerate(stages)
-                  if isinstance(s.get("val_mIoU"), (int, float)) and math.isfinite(s["val_mIoU"])]
+                  if isinstance(s.get("val_mIoU"), (int, float)) and math.isfinite(s["val_mIoU"])
+                  and (not voted or (isinstance(s["recipe"], dict) and s["recipe"].get("vote") is not None))]
         if not scored:
+            if voted:
+                return None
             raise ValueError(f"{where}: no stage has a finite val_mIoU")
         i = max(scored, key=lambda t: (t[0], -t[1]))[1]  # a tie goes to the earlier, simpler stage
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(stages[i].get("name", i))).strip("-")

@@ -299,19 +299,6 @@ def stage_records(stages: dict, table: pd.DataFrame, *, noise: SeedResults | Non
     return records
 
 
-def best_ensemble(stages: dict) -> dict | None:
-    """The best-scoring stage with a vote, as `trashlib.pseudo.teacher` reads it: {name, runs (best first), weights,
-    vote, crf (CRFParams fields or None), overwrite ({k, max_area} or None), tta}; None without one."""
-    voted = [name for name, s in stages.items() if s.recipe.vote is not None]
-    if not voted:
-        return None
-    name = max(voted, key=lambda n: stages[n].scores.miou)
-    r = stages[name].recipe
-    return {"name": name, "runs": list(r.members), "weights": None if r.weights is None else list(r.weights),
-            "vote": r.vote, "crf": None if r.crf is None else r.crf.as_dict(), "tta": r.tta.as_dict(),
-            "overwrite": None if r.overwrite is None else {"k": r.overwrite, "max_area": r.max_area}}
-
-
 def lessons(stages: dict, table: pd.DataFrame, *, noise: SeedResults | None = None) -> list[str]:
     """The closing sentences, written from the numbers: the noise, each stage's change with its interval and
     verdict (a tie as "no effect larger than" its MDE), and the best stage judged against the first."""

@@ -1,25 +1,19 @@
 """The teacher of pseudo labels: notebook 05's best ensemble if it recorded one, else the best single run.
 
-05 records its best ensemble in reports/metrics/05_crf_ensemble.json under `best_ensemble`
-(`trashlib.postprocess.stages.best_ensemble`):
-
-    {"name": ..., "runs": [run names, best first], "weights": [...] or null, "vote": "soft" | "hard",
-     "crf": {CRFParams fields} or null, "overwrite": {"k": int, "max_area": int or null} or null, "tta": {...}}
-
-`choose_teacher` rebuilds that stage on the unlabelled splits with `trashlib.postprocess.recipe.apply_recipe`
-(members predict with the stage's TTA, then the same vote, CRF and overwrite, each stored), or, without
-it, takes the finished run with the best validation mIoU among those 02 recorded (`run_names`,
-`trunk_run`, `run`) and any given. Round 2 re-labels with `with_student`: the soft vote of the
-round-1 teacher and a round-1 student.
+05's best ensemble is the stage with a vote that scored best on val, read from 05's saved stages by the one
+reader of them, `trashlib.postprocess.recipe.pick_stage(metrics, "best-ensemble")`. `choose_teacher`
+rebuilds that stage on the unlabelled splits with `trashlib.postprocess.recipe.apply_recipe` (members predict
+with the stage's TTA, then the same vote, CRF and overwrite, each stored), or, without it, takes the finished
+run with the best validation mIoU among those 02 recorded (`run_names`, `trunk_run`, `run`) and any given.
+Round 2 re-labels with `with_student`: the soft vote of the round-1 teacher and a round-1 student.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trashlib import paths
 from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.postprocess.ensemble import ensemble
-from trashlib.postprocess.recipe import Recipe, apply_recipe
+from trashlib.postprocess.recipe import apply_recipe, pick_stage
 from trashlib.reporting.store import load_metrics
 from trashlib.runs import Run, best_run, resolve_run
 
@@ -34,25 +28,6 @@ class Teacher:
     source: str                      # "05 best ensemble", "best 02 run", "round 1 + student"
     description: str
     runs: list[str] = field(default_factory=list)
-
-
-def ensemble_spec(metrics: dict | None, *, tta: TTA = DEFAULT_TTA) -> Recipe | None:
-    """05's `best_ensemble` as a Recipe (its own TTA, else `tta`), or None when 05 recorded none.
-
-    A malformed entry is a ValueError naming the metrics file and the key.
-    """
-    spec = (metrics or {}).get("best_ensemble")
-    if spec is None:
-        return None
-    where = f"{paths.REPORTS_DIR / 'metrics' / (ENSEMBLE_NOTEBOOK + '.json')}: best_ensemble"
-    if not isinstance(spec, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(spec).__name__}")
-    over = spec.get("overwrite")
-    if over is not None and not isinstance(over, dict):
-        raise ValueError(f"{where}.overwrite must be {{'k': int, 'max_area': int or null}}, got {over!r}")
-    return Recipe.from_dict({"members": spec.get("runs") or (), "tta": spec.get("tta") or tta.as_dict(),
-                             "vote": spec.get("vote"), "weights": spec.get("weights"), "crf": spec.get("crf"),
-                             "overwrite": (over or {}).get("k"), "max_area": (over or {}).get("max_area")}, where=where)
 
 
 def _baseline_runs(runs) -> list[Run]:
@@ -74,13 +49,14 @@ def choose_teacher(splits=("test",), *, data_root=None, runs=(), tta: TTA = DEFA
     `tta` is the single run's test-time augmentation (an ensemble keeps its own); `max_images` labels
     only the first images of each split (the smoke run).
     """
-    recipe = ensemble_spec(load_metrics(ENSEMBLE_NOTEBOOK), tta=tta)
-    if recipe is not None:
+    stage = pick_stage(load_metrics(ENSEMBLE_NOTEBOOK), "best-ensemble", data_root=data_root)
+    if stage is not None:
+        recipe = stage["recipe"]
         indices = [apply_recipe(recipe, data_root, s, max_images=max_images, progress=progress) for s in splits]
-        return Teacher(indices, "05 best ensemble", recipe.describe(), list(recipe.members))
+        return Teacher(indices, "05 best ensemble", f"{stage['name']}: {recipe.describe()}", list(recipe.members))
     best = best_run(_baseline_runs(runs))
     if best is None:
-        raise RuntimeError("no teacher: 05 recorded no best_ensemble and no finished 02 run was found or given")
+        raise RuntimeError("no teacher: 05 recorded no stage with a vote and no finished 02 run was found or given")
     indices = [predict(best, data_root, s, tta=tta, max_images=max_images, progress=progress) for s in splits]
     return Teacher(indices, "best 02 run", f"{best.name} (val mIoU {best.best_metrics()['mIoU']:.3f}), "
                    "since 05 recorded no best ensemble", [best.name])
