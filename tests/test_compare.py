@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trashlib.classes import NUM_CLASSES
-from trashlib.compare import (Contrast, SeedResults, against_claim, compare_table, contrast, image_contrast, recorded,
+from trashlib.compare import (Contrast, ArmResults, against_claim, compare_table, contrast, image_contrast, recorded,
                               split_gap, variant_record, verdict)
 from trashlib.metrics import Scores, class_iou
 
@@ -20,10 +20,10 @@ def scores(miou: float, first_class: float = 0.5) -> Scores:
 
 
 def test_mean_and_sample_spread_by_hand():
-    r = SeedResults([scores(0.30), scores(0.32), scores(0.34)], seeds=[0, 1, 2], run_names=["a", "b", "c"])
+    r = ArmResults([scores(0.30), scores(0.32), scores(0.34)], seeds=[0, 1, 2], run_names=["a", "b", "c"])
     assert r.mean == pytest.approx(0.32)
     assert r.std == pytest.approx(0.02)  # sqrt(((-.02)^2 + 0 + .02^2) / 2)
-    assert SeedResults([scores(0.3)]).std == 0.0
+    assert ArmResults([scores(0.3)]).std == 0.0
 
 
 @pytest.mark.parametrize("delta, spread, seeds, expected", [
@@ -59,13 +59,13 @@ def test_verdict_refuses_non_finite_numbers():
 
 
 def test_seeds_are_paired_by_number_and_their_spread_is_the_training_noise():
-    ref = SeedResults([scores(0.30), scores(0.40), scores(0.35)], seeds=[0, 1, 2])
-    arm = SeedResults([scores(0.37), scores(0.32), scores(0.41)], seeds=[2, 0, 1])  # +0.02, +0.01, +0.02
+    ref = ArmResults([scores(0.30), scores(0.40), scores(0.35)], seeds=[0, 1, 2])
+    arm = ArmResults([scores(0.37), scores(0.32), scores(0.41)], seeds=[2, 0, 1])  # +0.02, +0.01, +0.02
     main, _ = contrast(arm, ref)
     assert main.delta == pytest.approx(0.05 / 3) and main.noise == "seeds" and main.df_train == 2
     assert main.var_train == pytest.approx(np.var([0.02, 0.01, 0.02], ddof=1) / 3)
     assert main.verdict == "gain"  # paired: a spread of 0.05 between seeds does not hide a steady +0.017
-    unpaired = contrast(SeedResults(arm.scores, seeds=[5, 6, 7]), ref)[0]
+    unpaired = contrast(ArmResults(arm.scores, seeds=[5, 6, 7]), ref)[0]
     assert unpaired.delta == pytest.approx(main.delta) and unpaired.verdict == "tie"
 
 
@@ -81,9 +81,9 @@ def _image(right: int, wrong: int) -> np.ndarray:
     return c
 
 
-def _results(confusions: list[np.ndarray], seeds=(0, 1)) -> SeedResults:
+def _results(confusions: list[np.ndarray], seeds=(0, 1)) -> ArmResults:
     from trashlib.metrics import scores as scores_of
-    return SeedResults([scores_of(c.sum(0)) for c in confusions], seeds=list(seeds), confusions=confusions)
+    return ArmResults([scores_of(c.sum(0)) for c in confusions], seeds=list(seeds), confusions=confusions)
 
 
 def test_the_bootstrap_over_images_measures_evaluation_noise():
@@ -115,7 +115,7 @@ def test_post_processing_is_judged_by_the_images_with_the_seeds_standing_in_for_
     assert by_class["Battery"] is None and by_class["General trash"].noise == "images"
     same = contrast(_results([after] * 2), _results([base] * 2))[0]  # two identical seeds: the same bootstrap
     assert alone.var_eval == pytest.approx(same.var_eval)
-    noise = SeedResults([scores(0.50, 0.4), scores(0.52, 0.6), scores(0.54, 0.5)], seeds=[0, 1, 2])
+    noise = ArmResults([scores(0.50, 0.4), scores(0.52, 0.6), scores(0.54, 0.5)], seeds=[0, 1, 2])
     both, by_class = image_contrast(after, base, noise=noise, classes=["General trash"])
     assert both.noise == "seeds + images" and both.delta == alone.delta and both.seeds == 3
     assert both.var_train == pytest.approx(2 * noise.std ** 2 / 3) and both.df_train == 4
@@ -133,9 +133,9 @@ def test_images_are_resampled_only_when_both_arms_scored_the_same_images():
     one_missing.confusions[1] = None  # a run trained before per-image confusions were recorded
     assert contrast(one_missing, ref)[0].noise == "seeds"
     assert contrast(_results([better[:4], better[:4]]), ref)[0].noise == "seeds"
-    named = SeedResults(_results([better, better]).scores, seeds=[0, 1], confusions=[better, better],
+    named = ArmResults(_results([better, better]).scores, seeds=[0, 1], confusions=[better, better],
                         image_names=list("abcde"))
-    assert contrast(named, SeedResults(ref.scores, seeds=[0, 1], confusions=ref.confusions,
+    assert contrast(named, ArmResults(ref.scores, seeds=[0, 1], confusions=ref.confusions,
                                        image_names=list("abcdf")))[0].noise == "seeds"
 
 
@@ -163,16 +163,16 @@ def test_table_judges_each_variant_by_its_interval():
 
 def test_non_finite_scores_are_refused():
     with pytest.raises(ValueError, match="non-finite"):
-        SeedResults([scores(0.3), scores(math.nan)])
+        ArmResults([scores(0.3), scores(math.nan)])
 
 
 def test_variant_record_holds_what_the_metrics_files_promise():
-    rec = variant_record(SeedResults([scores(0.2), scores(0.4)], seeds=[0, 1], run_names=["r0", "r1"]))
+    rec = variant_record(ArmResults([scores(0.2), scores(0.4)], seeds=[0, 1], run_names=["r0", "r1"]))
     assert rec["val_mIoU_mean"] == pytest.approx(0.3) and rec["val_mIoU_std"] == pytest.approx(math.sqrt(0.02))
     assert rec["seeds"] == [0, 1] and rec["run_names"] == ["r0", "r1"] and rec["val_mIoU"] == [0.2, 0.4]
     assert len(rec["per_class_iou"]) == NUM_CLASSES and rec["per_class_iou"]["Paper"] is None
-    ref = SeedResults([scores(0.1, 0.4), scores(0.3, 0.2)], seeds=[0, 1])
-    rec = variant_record(SeedResults([scores(0.2), scores(0.4)], seeds=[0, 1]), ref, classes=["General trash", "Paper"])
+    ref = ArmResults([scores(0.1, 0.4), scores(0.3, 0.2)], seeds=[0, 1])
+    rec = variant_record(ArmResults([scores(0.2), scores(0.4)], seeds=[0, 1]), ref, classes=["General trash", "Paper"])
     assert rec["delta"] == pytest.approx(0.1) and rec["verdict"] == "gain" and len(rec["delta_ci"]) == 2
     assert rec["mde"] == pytest.approx(0.0) and rec["noise"] == "seeds"
     assert rec["per_class_delta"]["General trash"]["delta"] == pytest.approx(0.2)
@@ -184,10 +184,10 @@ def test_small_object_recall_is_each_seeds_share_found_averaged_and_shown_where_
         return np.array([[[0, found[0]] + [0] * 9, [0, there[0]] + [0] * 9],
                          [[0, found[1]] + [0] * 9, [0, there[1]] + [0] * 9]])
 
-    arm = SeedResults([scores(0.3), scores(0.3)], seeds=[0, 1],
+    arm = ArmResults([scores(0.3), scores(0.3)], seeds=[0, 1],
                       objects=[objects((1, 2), (2, 2)), objects((0, 1), (2, 2))])  # 3 of 4, then 1 of 4
     assert arm.small_object_recall == pytest.approx(0.5)
-    ref = SeedResults([scores(0.3), scores(0.3)], seeds=[0, 1])  # recorded before the counts were kept
+    ref = ArmResults([scores(0.3), scores(0.3)], seeds=[0, 1])  # recorded before the counts were kept
     assert ref.small_object_recall is None
     table = compare_table({"none": ref, "paste": arm})
     assert np.isnan(table.loc["none", "small-object recall"])
@@ -196,7 +196,7 @@ def test_small_object_recall_is_each_seeds_share_found_averaged_and_shown_where_
     assert variant_record(arm, ref)["small_object_recall"] == pytest.approx(0.5)
     assert variant_record(ref)["small_object_recall"] is None
     with pytest.raises(ValueError, match="2 scores but 1 sets of per-image small objects"):
-        SeedResults(arm.scores, objects=arm.objects[:1])
+        ArmResults(arm.scores, objects=arm.objects[:1])
 
 
 def test_a_claim_is_read_against_the_interval_and_the_power_of_the_design():

@@ -11,7 +11,7 @@ from conftest import confident, write_index
 
 from trashlib import paths
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
-from trashlib.compare import SeedResults
+from trashlib.compare import ArmResults
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset
 from trashlib.evaluation import Evaluation
@@ -192,7 +192,7 @@ def test_apply_recipe_is_the_chain_of_vote_crf_and_overwrite(tiny_root, members)
 def test_stage_table_judges_each_stage_against_the_one_it_builds_on():
     s = {"best single": scores(0.50), "soft vote": scores(0.56), "hard vote": scores(0.55), "+ CRF": scores(0.40)}
     built_on = {"soft vote": "best single", "hard vote": "soft vote", "+ CRF": "soft vote"}
-    noise = SeedResults([scores(0.49), scores(0.50), scores(0.51)], seeds=[1, 2, 3])  # spread 0.01
+    noise = ArmResults([scores(0.49), scores(0.50), scores(0.51)], seeds=[1, 2, 3])  # spread 0.01
     table = stage_table(s, built_on, noise=noise)
     assert table["built on"].tolist() == ["-", "best single", "soft vote", "soft vote"]
     np.testing.assert_allclose(table["Δ"].iloc[1:], [0.06, -0.01, -0.16], atol=1e-12)
@@ -232,7 +232,7 @@ def test_stages_scored_image_by_image_get_both_sources_of_noise_and_per_class_in
         return Stage(Recipe(("a",)), type("Index", (), {"path": "p"})(), evaluation)
 
     built = {"best single": stage(0.6), "+ CRF": stage(0.3)}
-    noise = SeedResults([scores(0.30), scores(0.31), scores(0.29)], seeds=[1, 2, 3])
+    noise = ArmResults([scores(0.30), scores(0.31), scores(0.29)], seeds=[1, 2, 3])
     table = stage_table(built, {"+ CRF": "best single"}, noise=noise, classes=["Metal", "Battery"])
     row = table.loc["+ CRF"]
     assert row["noise"] == "seeds + images" and row["verdict"] == "gain" and row["MDE"] > 0
@@ -326,7 +326,7 @@ def test_stage_records_are_what_the_report_and_the_teacher_read(tiny_root):
     built = {n: Stage(r, type("Index", (), {"path": n})(), Evaluation(None, scores(m), None))
              for n, r, m in zip(names, recipes, [0.5, 0.4, 0.45])}
     table = stage_table(built, {"soft vote": "best single", "+ CRF": "soft vote"})
-    noise = SeedResults([scores(0.5), scores(0.4)], seeds=[1, 2], run_names=["a", "a2"])
+    noise = ArmResults([scores(0.5), scores(0.4)], seeds=[1, 2], run_names=["a", "a2"])
     records = stage_records(built, table, noise=noise)
     assert records[0]["val_mIoU_std"] == pytest.approx(np.std([0.5, 0.4], ddof=1)) and records[0]["seeds"] == 2
     assert "seeds" not in records[1]

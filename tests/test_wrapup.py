@@ -10,7 +10,7 @@ from trashlib import paths
 from trashlib.classes import CLASS_NAMES
 from trashlib.config import TrainConfig
 from trashlib.reporting import runner, store
-from trashlib.reporting.waterfall import collect_stages
+from trashlib.reporting.waterfall import collect_steps
 
 IOU = {c: 0.5 for c in CLASS_NAMES}
 
@@ -91,7 +91,7 @@ def test_the_index_holds_the_waterfall_and_the_tables(reports):
 
 
 def test_stages_tolerate_missing_and_malformed_metrics():
-    stages = collect_stages({"02_baseline_mask2former": {"val_mIoU": 0.2, "run": "r"},
+    stages = collect_steps({"02_baseline_mask2former": {"val_mIoU": 0.2, "run": "r"},
                              "04_copy_paste": {"variants": "oops"}})
     by = {s.name: s for s in stages}
     assert by["baseline"].value == 0.2 and by["baseline"].verdict == "level"
@@ -108,12 +108,12 @@ def test_an_unreadable_metrics_file_is_named_on_the_page(reports):
 def test_ensemble_stages_step_from_what_they_build_on():
     m5 = {"stages": [{"name": "best single", "val_mIoU": 0.30}, {"name": "soft", "val_mIoU": 0.32},
                      {"name": "hard", "val_mIoU": 0.31, "built_on": "best single", "verdict": "gain"}]}
-    stages = {s.name: s for s in collect_stages({"05_crf_ensemble": m5})}
+    stages = {s.name: s for s in collect_steps({"05_crf_ensemble": m5})}
     assert stages["soft"].reference == "best single" and stages["soft"].verdict == "one seed"  # no noise known
     assert stages["hard"].reference == "best single" and stages["hard"].delta == pytest.approx(0.01)
     assert stages["hard"].verdict == "gain" and "from 05" in stages["hard"].note
     m5["stages"][2].update(delta=0.01, delta_ci=[-0.004, 0.024], mde=0.02, noise="seeds + images", verdict="tie")
-    hard = {s.name: s for s in collect_stages({"05_crf_ensemble": m5})}["hard"]
+    hard = {s.name: s for s in collect_steps({"05_crf_ensemble": m5})}["hard"]
     assert hard.verdict == "tie" and hard.note == "95% interval [-0.004, +0.024], MDE 0.020 (noise: seeds + images)"
 
 
@@ -128,11 +128,11 @@ def test_a_trunk_that_pasted_is_named_beside_04s_steps(reports):
 def test_a_variant_step_takes_its_notebooks_own_interval():
     rare = _variant([0.301, 0.309, 0.306], ["g", "h", "i"])
     m4 = {"reference": "none", "variants": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "online rare": rare}}
-    from_spread = next(s for s in collect_stages({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
+    from_spread = next(s for s in collect_steps({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
     assert from_spread.verdict == "tie" and "interval" not in from_spread.note  # the seed spreads alone
     # 04 recorded its paired contrast (seeds paired, the val images resampled): that verdict and interval stand
     rare.update(delta=0.0003, delta_ci=[0.0001, 0.0005], mde=0.0002, noise="seeds + images", verdict="gain")
-    paired = next(s for s in collect_stages({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
+    paired = next(s for s in collect_steps({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
     assert paired.verdict == "gain" and "[+0.000, +0.001], MDE 0.000 (noise: seeds + images)" in paired.note
 
 
@@ -148,14 +148,14 @@ def test_the_seeds_delta_is_read_from_its_published_table():
 def test_the_best_backbone_takes_03s_own_interval():
     grown = _variant([0.301, 0.309, 0.306], ["g", "h", "i"])
     m3 = {"models": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "semask-swin": grown}}
-    stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    stage = next(s for s in collect_steps({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
     assert stage.what == "semask-swin" and stage.reference == "none" and "interval" not in stage.note
     grown["val_mIoU_mean"] = 0.2  # below the reference: still the step 03 measured, reported as it is
-    stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    stage = next(s for s in collect_steps({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
     assert stage.what == "semask-swin" and stage.delta < 0
     grown["val_mIoU_mean"] = 0.306
     grown.update(delta=0.0003, delta_ci=[-0.004, 0.005], mde=0.006, noise="seeds + images", verdict="tie")
-    stage = next(s for s in collect_stages({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    stage = next(s for s in collect_steps({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
     assert stage.verdict == "tie" and stage.note == "95% interval [-0.004, +0.005], MDE 0.006 (noise: seeds + images)"
 
 

@@ -15,7 +15,7 @@ The one rule every comparison of the report follows:
   at the 5% level, (t_0.975 + t_0.80) x its standard error;
 - a variant measured on fewer than 2 seeds gets no verdict but "one seed" (no estimate of training noise).
 
-`Contrast` applies the rule; `contrast` measures one from two `SeedResults`, `image_contrast` from two
+`Contrast` applies the rule; `contrast` measures one from two `ArmResults`, `image_contrast` from two
 sets of predictions of the same images (post-processing, which trains nothing), `Contrast.from_spread`
 from a seed spread alone (the comparisons that have nothing else); `compare_table` builds the table and
 `variant_record` is what notebooks save to reports/metrics. A run records the confusion matrix of every
@@ -41,10 +41,11 @@ BOOTSTRAP = 2000    # resamples of the val images
 
 
 @dataclass
-class SeedResults:
-    """One variant's scores, one per seed, with the run folders they came from and, where recorded, each
-    seed's confusion matrices per val image (`confusions[k]`: (images, classes, classes), or None) and its
-    small objects found and there per val image (`objects[k]`: (images, 2, classes), or None)."""
+class ArmResults:
+    """One arm's scores, one per random seed (not "the seed", the winning team of `reporting.published`), with
+    the run folders they came from and, where recorded, each seed's confusion matrices per val image
+    (`confusions[k]`: (images, classes, classes), or None) and its small objects found and there per val image
+    (`objects[k]`: (images, 2, classes), or None)."""
 
     scores: list[Scores]
     seeds: list[int] = field(default_factory=list)
@@ -227,7 +228,7 @@ def against_claim(judged: "Contrast | Mapping", claimed: float, *, who: str = "t
     return text + ("; a " + verdict_ + (" in the claimed direction" if same else " against the claim"))
 
 
-def _pairs(arm: SeedResults, ref: SeedResults) -> list[tuple[int, int]]:
+def _pairs(arm: ArmResults, ref: ArmResults) -> list[tuple[int, int]]:
     """Positions (in arm, in ref) of the runs that share a seed; by position when seeds are not recorded."""
     if arm.seeds and ref.seeds:
         where = {s: k for k, s in enumerate(arm.seeds)}
@@ -254,7 +255,7 @@ def _boot_variance(arm: np.ndarray, ref: np.ndarray, *, draws: int, seed: int) -
         return float(d_miou.var(ddof=1)), np.nanvar(d_class, axis=0, ddof=1)
 
 
-def contrast(arm: SeedResults, ref: SeedResults, *, classes: Sequence[str] = (), draws: int = BOOTSTRAP,
+def contrast(arm: ArmResults, ref: ArmResults, *, classes: Sequence[str] = (), draws: int = BOOTSTRAP,
              seed: int = 0) -> tuple[Contrast, dict[str, Contrast]]:
     """Δ val mIoU of `arm` against `ref` under both sources of noise (the module's rule), and the same for the
     IoU of each class in `classes`.
@@ -300,7 +301,7 @@ def contrast(arm: SeedResults, ref: SeedResults, *, classes: Sequence[str] = (),
     return main, out
 
 
-def image_contrast(arm: np.ndarray, ref: np.ndarray, *, noise: SeedResults | None = None,
+def image_contrast(arm: np.ndarray, ref: np.ndarray, *, noise: ArmResults | None = None,
                    classes: Sequence[str] = (), draws: int = BOOTSTRAP,
                    seed: int = 0) -> tuple[Contrast, dict[str, Contrast | None]]:
     """Δ val mIoU of one set of predictions against another of the same images (each given as its per-image
@@ -361,15 +362,15 @@ def split_gap(first: np.ndarray, second: np.ndarray, *, draws: int = BOOTSTRAP, 
     return Contrast(miou(first.sum(0))[0] - miou(second.sum(0))[0], 1, var_eval=variance, trained=False)
 
 
-def _as_results(value) -> SeedResults:
-    if isinstance(value, SeedResults):
+def _as_results(value) -> ArmResults:
+    if isinstance(value, ArmResults):
         return value
     if isinstance(value, Scores):
-        return SeedResults([value])
-    return SeedResults(list(value))
+        return ArmResults([value])
+    return ArmResults(list(value))
 
 
-def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, reference: str | None = None,
+def compare_table(variants: Mapping[str, ArmResults | Sequence[Scores]], *, reference: str | None = None,
                   classes: Sequence[str] | None = None, decimals: int = 3) -> pd.DataFrame:
     """One row per variant: seeds, mean ± spread of val mIoU, Δ against `reference` with its 95% interval,
     the MDE, the noise the interval holds and the verdict (`contrast`); the small-object recall where
@@ -413,7 +414,7 @@ def compare_table(variants: Mapping[str, SeedResults | Sequence[Scores]], *, ref
     return pd.DataFrame(rows).set_index("variant")
 
 
-def variant_record(results: SeedResults, reference: SeedResults | None = None, *,
+def variant_record(results: ArmResults, reference: ArmResults | None = None, *,
                    classes: Sequence[str] = ()) -> dict:
     """What a notebook saves per variant: {val_mIoU_mean, val_mIoU_std, val_mIoU (per seed), seeds,
     per_class_iou (class name -> mean IoU, None where empty), run_names, small_object_recall (None where
@@ -445,12 +446,12 @@ def run_scores(run) -> Scores:
                   float(r["fwIoU"]))
 
 
-def seed_results(runs) -> SeedResults:
-    """`SeedResults` of runs that differ only in their seed (scores from each run's final evaluation)."""
+def seed_results(runs) -> ArmResults:
+    """`ArmResults` of runs that differ only in their seed (scores from each run's final evaluation)."""
     runs = list(runs)
     recorded = [r.eval_images() for r in runs]
     names = {tuple(e.file_names) for e in recorded if e is not None}
-    return SeedResults([run_scores(r) for r in runs], seeds=[r.config.seed for r in runs],
+    return ArmResults([run_scores(r) for r in runs], seeds=[r.config.seed for r in runs],
                        run_names=[r.name for r in runs],
                        confusions=[None if e is None or e.step != r.config.steps else e.confusions
                                    for e, r in zip(recorded, runs)],

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from trashlib.classes import CLASS_NAMES
-from trashlib.compare import Contrast, SeedResults, image_contrast
+from trashlib.compare import Contrast, ArmResults, image_contrast
 from trashlib.data import resolve_data_root
 from trashlib.evaluation import Evaluation, evaluate_index
 from trashlib.inference import DEFAULT_TTA, TTA
@@ -157,7 +157,7 @@ def _confusions(value) -> np.ndarray | None:
     return value.evaluation.confusions if isinstance(value, Stage) else None
 
 
-def judge_stages(stages: dict, built_on: dict, *, noise: SeedResults | None = None,
+def judge_stages(stages: dict, built_on: dict, *, noise: ArmResults | None = None,
                  classes=()) -> dict[str, tuple[Contrast, dict[str, Contrast | None]]]:
     """Each stage that builds on another, judged against it by the rule of `trashlib.compare`: {stage:
     (Contrast of Δ val mIoU, {class: Contrast of its Δ IoU})}.
@@ -185,7 +185,7 @@ def judge_stages(stages: dict, built_on: dict, *, noise: SeedResults | None = No
     return out
 
 
-def stage_table(stages: dict, built_on: dict, *, noise: SeedResults | None = None, classes=()) -> pd.DataFrame:
+def stage_table(stages: dict, built_on: dict, *, noise: ArmResults | None = None, classes=()) -> pd.DataFrame:
     """One row per stage, in order: val mIoU, the stage it builds on, Δ against it with its 95% interval,
     MDE, the noise the interval holds and the verdict (`judge_stages`), Δ against the first stage, the
     share of the small objects it finds (NaN for bare Scores), and for each of `classes` its IoU and Δ IoU
@@ -274,12 +274,12 @@ def plot_stages(table: pd.DataFrame, *, mean: float | None = None, spread: float
     return fig
 
 
-def stage_records(stages: dict, table: pd.DataFrame, *, noise: SeedResults | None = None, classes=()) -> list[dict]:
+def stage_records(stages: dict, table: pd.DataFrame, *, noise: ArmResults | None = None, classes=()) -> list[dict]:
     """The `stages` list of the metrics file: name, val_mIoU, per_class_iou, small_object_recall, built_on,
     runs, recipe (what rebuilds the stage on another split) and index (its folder of the val set); for a
     stage that builds on another, delta, delta_ci, mde, noise and verdict (`compare.Contrast.as_dict`) and
     per_class_delta (each of `classes`: the same, None where the class is empty), as `table` judged them
-    under `noise`; else delta None and verdict "reference". `noise`, the `compare.SeedResults` of the
+    under `noise`; else delta None and verdict "reference". `noise`, the `compare.ArmResults` of the
     first stage's seeds, also adds its val_mIoU_std, seeds and seed_runs to the first record."""
     built_on = {name: None if table.loc[name, "built on"] == "-" else table.loc[name, "built on"] for name in stages}
     judged = judge_stages(stages, built_on, noise=noise, classes=classes)
@@ -299,7 +299,7 @@ def stage_records(stages: dict, table: pd.DataFrame, *, noise: SeedResults | Non
     return records
 
 
-def lessons(stages: dict, table: pd.DataFrame, *, noise: SeedResults | None = None) -> list[str]:
+def lessons(stages: dict, table: pd.DataFrame, *, noise: ArmResults | None = None) -> list[str]:
     """The closing sentences, written from the numbers: the noise, each stage's change with its interval and
     verdict (a tie as "no effect larger than" its MDE), and the best stage judged against the first."""
     first, seeds = table.index[0], int(table.attrs.get("seeds", 1))

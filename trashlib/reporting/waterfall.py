@@ -32,7 +32,7 @@ COLOURS = {"level": "#7f9fbf", "gain": "#3a9a4a", "loss": "#c8423b", "tie": "#a8
 
 
 @dataclass
-class Stage:
+class Step:
     """One bar of the waterfall: its value (val mIoU) and spread, and, for a step, its reference and verdict."""
 
     name: str
@@ -62,7 +62,7 @@ def _num(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def _step(stage: Stage, ref_name: str, ref_value, ref_spread, noise: tuple[float, int] | None) -> Stage:
+def _step(stage: Step, ref_name: str, ref_value, ref_spread, noise: tuple[float, int] | None) -> Step:
     """Fill in a step's reference, delta and verdict (borrowing 02's seed spread when it has none)."""
     stage.reference, stage.reference_value = ref_name, _num(ref_value)
     if stage.value is None or stage.reference_value is None:
@@ -84,11 +84,11 @@ def _step(stage: Stage, ref_name: str, ref_value, ref_spread, noise: tuple[float
     return stage
 
 
-def _baseline(m: dict) -> Stage:
+def _baseline(m: dict) -> Step:
     value = _num(m.get("val_mIoU_mean", m.get("val_mIoU")))
     runs = list(m.get("run_names") or ([m["run"]] if m.get("run") else []))
     runs += [m["trunk_run"]] if m.get("trunk_run") and m["trunk_run"] not in runs else []
-    return Stage("baseline", NOTEBOOKS[1], m.get("model", "") or "", value, _num(m.get("val_mIoU_std")),
+    return Step("baseline", NOTEBOOKS[1], m.get("model", "") or "", value, _num(m.get("val_mIoU_std")),
                  len(m.get("seeds") or []) or 1, verdict="level" if value is not None else "unreadable",
                  runs=runs, per_class_iou=m.get("per_class_iou"))
 
@@ -114,34 +114,34 @@ def backbone_rows(m: dict) -> list[tuple]:
     return rows
 
 
-def _backbones(m: dict, noise) -> Stage:
+def _backbones(m: dict, noise) -> Step:
     rows = [r for r in backbone_rows(m) if r[1] is not None]
     if not rows:
         raise KeyError("models (no model with a val mIoU)")
     ref = rows[0]  # the step is the best other model against the reference, however they rank
     best = max(rows[1:], key=lambda r: r[1]) if len(rows) > 1 else ref
-    stage = Stage("best backbone", NOTEBOOKS[2], best[0], best[1], best[2], best[3], runs=best[4],
+    stage = Step("best backbone", NOTEBOOKS[2], best[0], best[1], best[2], best[3], runs=best[4],
                   per_class_iou=best[5])
     _step(stage, ref[0], ref[1], ref[2], noise)
     record = (m.get("models") or {}).get(best[0]) if isinstance(m.get("models"), dict) else None
     return _recorded(stage, record) if best is not ref else stage
 
 
-def _variants(m: dict, name: str, notebook: str) -> Stage:
+def _variants(m: dict, name: str, notebook: str) -> Step:
     variants, ref = m["variants"], m.get("reference", "none")
     others = {k: v for k, v in variants.items() if k != ref and _num(v.get("val_mIoU_mean")) is not None}
     if ref not in variants or not others:
         raise KeyError(f"variants (needs {ref!r} and at least one other variant)")
     best = max(others, key=lambda k: others[k]["val_mIoU_mean"])
     v = others[best]
-    stage = Stage(name, notebook, best, v["val_mIoU_mean"], _num(v.get("val_mIoU_std")), len(v.get("seeds") or []) or 1,
+    stage = Step(name, notebook, best, v["val_mIoU_mean"], _num(v.get("val_mIoU_std")), len(v.get("seeds") or []) or 1,
                   runs=list(v.get("run_names") or []), per_class_iou=v.get("per_class_iou"))
     stage.seeds = min(stage.seeds, len(variants[ref].get("seeds") or []) or 1)
     _step(stage, ref, variants[ref].get("val_mIoU_mean"), variants[ref].get("val_mIoU_std"), None)
     return _recorded(stage, v)
 
 
-def _recorded(stage: Stage, record: dict) -> Stage:
+def _recorded(stage: Step, record: dict) -> Step:
     """The notebook's own contrast, where its record has one (`compare.Contrast.as_dict`: verdict, delta_ci,
     mde, noise): its verdict, and its interval and MDE in the note."""
     read = recorded(record)
@@ -152,12 +152,12 @@ def _recorded(stage: Stage, record: dict) -> Stage:
     return stage
 
 
-def _ensemble_stages(m: dict, noise) -> list[Stage]:
+def _ensemble_steps(m: dict, noise) -> list[Step]:
     """05's stages: the first a level, each other a step against the stage it is `built_on` (else the one
     before), with 05's own verdict when it recorded one (its noise: the best single run's seeds)."""
-    out: list[Stage] = []
+    out: list[Step] = []
     for i, s in enumerate(m["stages"]):
-        stage = Stage(str(s["name"]), NOTEBOOKS[4], str(s["name"]), _num(s["val_mIoU"]), _num(s.get("val_mIoU_std")),
+        stage = Step(str(s["name"]), NOTEBOOKS[4], str(s["name"]), _num(s["val_mIoU"]), _num(s.get("val_mIoU_std")),
                       int(s.get("seeds") or 1), runs=list(s.get("runs") or []), per_class_iou=s.get("per_class_iou"))
         if i == 0:
             stage.verdict = "level"
@@ -172,11 +172,11 @@ def _ensemble_stages(m: dict, noise) -> list[Stage]:
     return out
 
 
-def _submission(m: dict) -> Stage:
+def _submission(m: dict) -> Step:
     """07: the submitted run or 05 stage (its recipe's members are the runs), its val mIoU, and the test mIoU."""
     members = (m.get("recipe") or {}).get("members") if isinstance(m.get("recipe"), dict) else None
     runs = list(members or ([m["run"]] if m.get("run") else []))
-    stage = Stage("submission", NOTEBOOKS[6], m.get("stage") or m.get("run") or "", _num(m.get("val_mIoU")),
+    stage = Step("submission", NOTEBOOKS[6], m.get("stage") or m.get("run") or "", _num(m.get("val_mIoU")),
                   verdict="level", runs=runs)
     test = _num(m.get("test_mIoU"))
     notes = [f"test mIoU {test:.3f}" if test is not None else "test labels hidden: no test mIoU"]
@@ -193,37 +193,37 @@ def baseline_noise(metrics: dict) -> tuple[float, int] | None:
     return (spread, len(seeds)) if spread and len(seeds) > 1 else None
 
 
-def collect_stages(metrics: dict) -> list[Stage]:
+def collect_steps(metrics: dict) -> list[Step]:
     """The stages from each notebook's metrics (`metrics[notebook]` = its dict, or None when it has not run)."""
     noise = baseline_noise(metrics)
     plan = [(NOTEBOOKS[1], "baseline", lambda m: [_baseline(m)]),
             (NOTEBOOKS[2], "best backbone", lambda m: [_backbones(m, noise)]),
             (NOTEBOOKS[3], "copy-paste", lambda m: [_variants(m, "copy-paste", NOTEBOOKS[3])]),
-            (NOTEBOOKS[4], "ensemble / CRF / overwrite", lambda m: _ensemble_stages(m, noise)),
+            (NOTEBOOKS[4], "ensemble / CRF / overwrite", lambda m: _ensemble_steps(m, noise)),
             (NOTEBOOKS[5], "pseudo labels", lambda m: [_variants(m, "pseudo labels", NOTEBOOKS[5])]),
             (NOTEBOOKS[6], "submission", lambda m: [_submission(m)])]
     stages = []
     for notebook, name, read in plan:
         m = metrics.get(notebook)
         if not m:
-            stages.append(Stage(name, notebook, note="not run"))
+            stages.append(Step(name, notebook, note="not run"))
             continue
         try:
             stages += read(m)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-            stages.append(Stage(name, notebook, verdict="unreadable",
+            stages.append(Step(name, notebook, verdict="unreadable",
                                 note=f"metrics/{notebook}.json: {type(e).__name__} {e}"))
     return stages
 
 
-def stages_frame(stages: list[Stage]) -> pd.DataFrame:
+def stages_frame(stages: list[Step]) -> pd.DataFrame:
     """The stages as a table: stage, notebook, what, val mIoU, ± spread, seeds, reference, Δ, verdict, note."""
     return pd.DataFrame([{"stage": s.name, "notebook": s.notebook, "what": s.what, "val mIoU": s.value,
                           "± spread": s.spread, "seeds": s.seeds, "reference": s.reference, "Δ": s.delta,
                           "verdict": s.verdict, "note": s.note} for s in stages])
 
 
-def plot_waterfall(stages: list[Stage]):
+def plot_waterfall(stages: list[Step]):
     """Levels as bars, steps as floating bars from their reference (green gain, red loss, grey tie); returns the figure."""
     fig, ax = plt.subplots(figsize=(max(7, 1.25 * len(stages)), 4.2))
     values = [v for s in stages for v in (s.value, s.reference_value) if v is not None]
@@ -253,7 +253,7 @@ def plot_waterfall(stages: list[Stage]):
     return fig
 
 
-def plot_stage_classes(stages: list[Stage]):
+def plot_stage_classes(stages: list[Step]):
     """Heat map of per-class IoU (rows: stages that recorded it); None when no stage did."""
     rows = {s.label: [_num((s.per_class_iou or {}).get(c)) for c in CLASS_NAMES]
             for s in stages if isinstance(s.per_class_iou, dict)}

@@ -29,7 +29,7 @@ from trashlib.io import atomic_open
 from trashlib.reporting.findings import delta_sentence
 from trashlib.reporting.metrics_file import read_all_metrics
 from trashlib.reporting.published import seed_claims, seed_table
-from trashlib.reporting.waterfall import NOTEBOOKS, collect_stages, plot_stage_classes, plot_waterfall
+from trashlib.reporting.waterfall import NOTEBOOKS, collect_steps, plot_stage_classes, plot_waterfall
 from trashlib.runs import CONFIG_FILE, Run
 
 SECTION_WORDS = {"02_baseline_mask2former": ("validation",), "03_backbones_dinat_semask": ("table",),
@@ -214,7 +214,7 @@ def build_page(records: list[dict], *, profile: str, reports_dir: Path | None = 
     """Write reports/index.html from the metrics (and records, the report's per-notebook run times)."""
     reports = Path(reports_dir or paths.REPORTS_DIR)
     metrics, unreadable = read_all_metrics(reports / "metrics")
-    stages = [_mark_unreadable(s, unreadable, reports) for s in collect_stages(metrics)]
+    stages = [_mark_unreadable(s, unreadable, reports) for s in collect_steps(metrics)]
     waterfall = _save(plot_waterfall(stages), reports, "wrapup_waterfall")
     heat = plot_stage_classes(stages)
     heat = _save(heat, reports, "wrapup_per_class") if heat is not None else None
