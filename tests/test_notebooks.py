@@ -112,3 +112,13 @@ def test_index_keeps_notebooks_not_rerun(tmp_path):
     new = {**old, "notebook": "07_submission", "title": "Submission"}
     merged = runner._merge_records(tmp_path, [new])
     assert [r["notebook"] for r in merged] == ["01_EDA", "07_submission"]
+
+
+@pytest.mark.parametrize("nb", [p for p in NOTEBOOKS if not p.stem.startswith("01")], ids=lambda p: p.stem)
+def test_each_result_notebook_tags_the_one_section_the_wrap_up_links_to(nb):
+    from trashlib.reporting.wrapup import KEY_TAG, section_anchor
+
+    tagged = [c for c in json.loads(nb.read_text())["cells"] if KEY_TAG in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0]["cell_type"] == "markdown"
+    heading = next(line for line in "".join(tagged[0]["source"]).splitlines() if line.startswith("## "))
+    assert section_anchor(nb.stem) == "#" + heading[3:].replace(" ", "-").replace('"', "%22")

@@ -37,7 +37,10 @@ METRICS = {
         "none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]),
         "offline": _variant([0.25, 0.26, 0.255], ["d", "e", "f"]),
         "classmix": _variant([0.29, 0.30, 0.295], ["j", "k", "l"]),
-        "online rare": _variant([0.301, 0.309, 0.306], ["g", "h", "i"])}},
+        "online rare": _variant([0.301, 0.309, 0.306], ["g", "h", "i"])},
+        "fields": {"none": {}, "offline": {"copy_paste": "offline", "cp_donors": "uniform"},
+                   "classmix": {"copy_paste": "online", "cp_donors": "classmix"},
+                   "online rare": {"copy_paste": "online", "cp_donors": "classes", "cp_classes": ["Metal"]}}},
     "05_crf_ensemble": {"stages": [{"name": "best single", "val_mIoU": 0.33, "per_class_iou": IOU},
                                    {"name": "soft ensemble", "val_mIoU": 0.35, "per_class_iou": IOU},
                                    {"name": "+ CRF", "val_mIoU": 0.335, "per_class_iou": IOU, "built_on": "soft ensemble"},
@@ -163,7 +166,8 @@ def test_the_seed_table_reads_each_notebooks_own_interval_and_words_the_claims_b
     from trashlib.reporting.published import seed_claims, seed_table
 
     offline = _variant([0.25, 0.26, 0.255], ["d", "e", "f"])
-    m4 = {"reference": "none", "variants": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "offline": offline}}
+    m4 = {"reference": "none", "variants": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "offline": offline},
+          "fields": {"none": {}, "offline": {"copy_paste": "offline"}}}
     row = lambda t: t[t["experiment"] == "copy-paste, offline"].iloc[0]  # noqa: E731
     spread_only = row(seed_table({"04_copy_paste": m4}))
     assert spread_only["verdict"] == "loss" and spread_only["CI high"] < 0 and spread_only["MDE"] > 0
@@ -189,3 +193,22 @@ def test_the_seeds_model_table_is_read_by_trashlibs_model_names():
     assert seed_score("segformer") is None  # the seed gives no number
     assert seed_score("semask-fapn") == 0.7724 and seed_score("maskdino") == 0.74
     assert seed_cost("mask2former-dinat") == (510, 220) and seed_cost("semask-fapn") == (None, None)
+
+
+def test_the_seed_table_finds_an_arm_by_its_recorded_recipe_not_by_its_name():
+    from trashlib.reporting.published import seed_table
+
+    named = {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]),
+             "A": _variant([0.25, 0.26, 0.255], ["d", "e", "f"]),
+             "offline-ish": _variant([0.31, 0.32, 0.315], ["g", "h", "i"])}
+    m4 = {"reference": "none", "variants": named,
+          "fields": {"none": {}, "A": {"copy_paste": "offline"}, "offline-ish": {"copy_paste": "online"}}}
+    m6 = {"reference": "none", "variants": {"none": named["none"], "B": named["A"], "C": named["offline-ish"]},
+          "pseudo_sets": {"B": {"recipe": {"kind": "per_class", "keep": 0.5}, "round": 1},
+                          "C": {"recipe": {"kind": "hard"}, "round": 2}}}
+    table = seed_table({"04_copy_paste": m4, "06_pseudo_label": m6}).set_index("experiment")
+    assert table.loc["copy-paste, offline", "this run"] == "none -> A"          # its fields say offline
+    assert table.loc["copy-paste, online, class-targeted", "this run"] == "not run"  # no arm pastes by class
+    assert table.loc["pseudo labels (hard, every test pixel)"].iloc[0]["this run"] == "not run"  # C is round 2
+    ours = table.loc["pseudo labels (this project's variants)"]
+    assert list(ours["this run"]) == ["none -> B", "none -> C"]  # per-class, then round 2

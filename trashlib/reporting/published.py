@@ -63,20 +63,35 @@ def seed_delta(experiment: str, model: str | None = None) -> float:
                    + (f" ({model})" if model else "") + f"; known: {', '.join(known)}")
 
 
-def _pick(variants: dict, *words) -> str | None:
-    """The first variant whose name contains every word (case-insensitive)."""
-    for name in variants:
-        if all(w in name.lower() for w in words):
-            return name
-    return None
+# Which arm of 04 and 06 stands for each of the seed's experiments, read from what the notebooks recorded of
+# each arm (04's copy-paste `fields`, 06's `pseudo_sets` recipes), never from the words of its name
+OFFLINE = ("04", lambda f, _: f.get("copy_paste") == "offline")
+CLASS_TARGETED = ("04", lambda f, _: f.get("copy_paste") == "online" and f.get("cp_donors") == "classes")
+HARD = ("06", lambda r, rnd: r.get("kind") == "hard" and rnd == 1)
+GLOBAL = ("06", lambda r, rnd: r.get("kind") == "global" and rnd == 1)
+PER_CLASS = ("06", lambda r, rnd: r.get("kind") == "per_class" and rnd == 1)
+ROUND_TWO = ("06", lambda r, rnd: rnd == 2)
 
 
-def _variant_step(m: dict | None, *words) -> dict:
-    """{before, after, spread, seeds, verdict, what} of a variant against its reference arm, or {} if absent."""
+def _pick(m: dict, which) -> str | None:
+    """The first arm of a 04 or 06 metrics record that `which` (one of the tuples above) describes."""
+    notebook, test = which
+    if notebook == "04":
+        described = {name: (f if isinstance(f, dict) else {}, None) for name, f in (m.get("fields") or {}).items()}
+    else:
+        described = {name: ((s or {}).get("recipe") or {}, (s or {}).get("round", 1))
+                     for name, s in (m.get("pseudo_sets") or {}).items() if isinstance(s, dict)}
+    return next((name for name, (record, rnd) in described.items() if test(record, rnd)), None)
+
+
+def _variant_step(m: dict | None, which) -> dict:
+    """{before, after, spread, seeds, verdict, what} of the arm `which` describes against its reference arm, or {}
+    if absent."""
     if not m or not isinstance(m.get("variants"), dict):
         return {}
     variants, ref = m["variants"], m.get("reference", "none")
-    name = _pick({k: v for k, v in variants.items() if k != ref}, *words)
+    name = _pick(m, which)
+    name = None if name == ref else name
     if name is None or ref not in variants:
         return {}
     a, b = variants[ref], variants[name]
@@ -141,8 +156,7 @@ def seed_table(metrics: dict, *, unreadable: frozenset | set = frozenset()) -> p
     ensemble_all = {"after": _num(last.get("val_mIoU")), "what": last.get("name", ""), "verdict": ""} \
         if _num(last.get("val_mIoU")) is not None else {}
     ours = [_best_single(metrics), _stage_step(m5, "crf", baseline_noise(metrics)), ensemble_all,
-            _variant_step(m6, "hard"), None, None, None, _variant_step(m4, "offline"),
-            _variant_step(m4, "rare") or _variant_step(m4, "target") or _variant_step(m4, "online", "class")]
+            _variant_step(m6, HARD), None, None, None, _variant_step(m4, OFFLINE), _variant_step(m4, CLASS_TARGETED)]
     # the notebook each row of ours is read from (best single: 03's table, else 02's baseline)
     best_from = NOTEBOOKS[2] if metrics.get(NOTEBOOKS[2]) or NOTEBOOKS[2] in unreadable else NOTEBOOKS[1]
     sources = (best_from, NOTEBOOKS[4], NOTEBOOKS[4], NOTEBOOKS[5], None, None, None, NOTEBOOKS[3], NOTEBOOKS[3])
@@ -163,8 +177,8 @@ def seed_table(metrics: dict, *, unreadable: frozenset | set = frozenset()) -> p
                      "CI low": None if ci is None else ci[0], "CI high": None if ci is None else ci[1],
                      "MDE": mine.get("mde"), "verdict": mine.get("verdict", "")})
     # this run's pseudo-label variants the seed never tried, so the comparison shows them too
-    for words in (("global",), ("per-class",), ("round",)):
-        mine = _variant_step(m6, *words)
+    for which in (GLOBAL, PER_CLASS, ROUND_TWO):
+        mine = _variant_step(m6, which)
         if mine:
             ci = mine.get("ci")
             rows.append({"experiment": "pseudo labels (this project's variants)", "seed model": "not tried",

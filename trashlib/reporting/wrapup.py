@@ -32,9 +32,8 @@ from trashlib.reporting.published import seed_claims, seed_table
 from trashlib.reporting.waterfall import NOTEBOOKS, collect_steps, plot_stage_classes, plot_waterfall
 from trashlib.runs import CONFIG_FILE, Run
 
-SECTION_WORDS = {"02_baseline_mask2former": ("validation",), "03_backbones_dinat_semask": ("table",),
-                 "04_copy_paste": ("comparison", "variant"), "05_crf_ensemble": ("stage", "waterfall"),
-                 "06_pseudo_label": ("comparison",), "07_submission": ("score",)}
+# the tag that marks, in each notebook, the markdown cell whose heading the wrap-up page links a step to
+KEY_TAG = "key-result"
 STYLE = """body{font-family:sans-serif;max-width:1150px;margin:2em auto;line-height:1.45;color:#222}
 table{border-collapse:collapse;margin:0.6em 0 1.2em}td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:left;
 font-size:0.92em;vertical-align:top}th{background:#f4f4f4}.gain{color:#2a7a3a;font-weight:bold}
@@ -43,16 +42,17 @@ border:1px solid #ddd}.note{background:#fff8e1;padding:6px 10px;border-left:4px 
 
 
 def section_anchor(notebook: str) -> str:
-    """`#id` of the notebook's first H2 holding one of its SECTION_WORDS, as nbconvert names headings ("" if none)."""
+    """`#id` of the first heading of the notebook's cell tagged KEY_TAG, as nbconvert names headings ("" if none)."""
     path = paths.NOTEBOOKS_DIR / f"{notebook}.ipynb"
     try:
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError):
         return ""
     for cell in cells:
-        for line in "".join(cell.get("source", "")).splitlines() if cell.get("cell_type") == "markdown" else ():
-            if line.startswith("## ") and any(w in line.lower() for w in SECTION_WORDS.get(notebook, ())):
-                return "#" + quote(line[3:].strip().replace(" ", "-"), safe="-_.:()!,'*~")
+        if cell.get("cell_type") == "markdown" and KEY_TAG in (cell.get("metadata") or {}).get("tags", []):
+            for line in "".join(cell.get("source", "")).splitlines():
+                if line.startswith("## "):
+                    return "#" + quote(line[3:].strip().replace(" ", "-"), safe="-_.:()!,'*~")
     return ""
 
 
