@@ -62,7 +62,7 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
         sampled = sampled * mask.to(dtype).view(n, groups, 1, taps, h_out, w_out)
     # channel-major, then tap: the weight's (C, kh, kw) order, contracted by a 1x1 convolution (a matmul was
     # slower on a CPU: its operands are transposed first). In fp32 even under autocast: a bf16 copy of the
-    # columns measured no faster (0.39 against 0.37 s forward and backward at tiny's shapes, 2-core CPU)
+    # columns measured no faster on a CPU (docs/experiments.md)
     columns = sampled.reshape(n, c * taps, h_out, w_out)
     with torch.autocast(input.device.type, enabled=False):
         out = F.conv2d(columns, weight.reshape(out_channels, c * taps, 1, 1).to(dtype),

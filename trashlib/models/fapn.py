@@ -16,9 +16,8 @@ the upsampled feature with them, and adds ReLU(aligned) to the lateral one; the 
 output conv and 1x1 mask projection follow. Differences: the SeMask code has no FSM ("Without FSM") and
 aligns the sum lateral + upsampled rather than the upsampled map, where this follows the paper; the
 FSM's projection is the pixel decoder's own lateral conv (1x1 + GroupNorm), so a trunk's weights fit it;
-the deformable convolution is pure PyTorch (no compiled DCNv2, no torchvision here). Cost over SeMask-Swin:
-1.26 M parameters and 40 GFLOPs at 512 for large; on a 2-core CPU the tiny model's training step took 1.8x
-mask2former-swin tiny's (128 px, batch 8, bf16), most of the difference in the deformable convolution.
+the deformable convolution is pure PyTorch (no compiled DCNv2, no torchvision here), and most of the
+model's extra training-step time on a CPU (notebook 03's cost table; docs/experiments.md).
 
 It grows from a SeMask-Swin (or Mask2Former-Swin) trunk: every trunk weight carries over, and the FSM
 and FAM (`grown_parts`) start fresh, as do the semantic layers from a Mask2Former-Swin trunk.

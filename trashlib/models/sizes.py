@@ -2,19 +2,18 @@
 
 `tiny` exists for tests and CPU runs; `base`/`large` are the published shapes the competition
 seed used, so public checkpoints load into them. `tiny` has no stochastic depth (drop_path_rate 0): a
-random-init tiny model on 2 CPU cores underfits (train and val mIoU are equal), and regularisation only
-slows it down (measured on the cpu trunk: 0.159 -> 0.175 at 600 steps with drop path and colour/scale
-jitter off together). A `pretrained` checkpoint's own config always wins
-over these tables (see `pretrained.py`).
+random-init tiny model on 2 CPU cores learned faster without drop path and colour/scale jitter. A
+`pretrained` checkpoint's own config always wins over these tables (see `pretrained.py`).
 
-`tiny` is shaped for the cpu profile's 128-pixel working resolution (issue 20; measured on 2 cores,
-batch 8, bf16, each change alone against the rest, training steps alternated in one process):
+`tiny` is shaped for the cpu profile's 128-pixel working resolution (issue 20):
 - Swin windows of 4: the stages' 32, 16, 8 and 4-pixel maps split into windows without padding, where
-  windows of 7 padded them to 35, 21, 14 and 7 (3x the tokens in stages 3 and 4): 1.24x the steps per
-  second. The pixel decoder and the transformer decoder attend over the whole image anyway.
+  windows of 7 padded them to 35, 21, 14 and 7 (3x the tokens in stages 3 and 4). The pixel decoder and
+  the transformer decoder attend over the whole image anyway.
 - one deformable encoder layer in the pixel decoder (was 2): its sampling's backward is the slowest
-  kernel of a CPU step: 1.22x.
-Fewer queries (20) or deformable points (2) measured no gain and stayed.
+  kernel of a CPU step.
+- MaskDINO's tiny has 10 denoising queries and SegViT's tiny patch 8 (a 16x16 token grid at 128 pixels).
+What each choice measured, and the choices that measured no gain (fewer queries, fewer deformable points),
+are in docs/experiments.md.
 """
 from __future__ import annotations
 
@@ -47,9 +46,8 @@ MASK2FORMER_HEAD = {
 # hidden 256, 100 queries, 9 decoder layers with feed-forward 2048, 6 encoder layers with feed-forward 1024,
 # 3 levels, class weight 4, denoising "seg" with 100 queries and noise 0.4, box L1 5 / GIoU 2), whose other
 # shapes are transformers' defaults; query selection on (see maskdino.py). tiny: MASK2FORMER_HEAD's tiny
-# shapes and 10 denoising queries: a training step (128 px, batch 8, bf16, 1 thread, on the embedded data)
-# took 1.34x mask2former-swin tiny's with 10, 1.52x with 20 and 3.1x with 100, each denoising mask adding
-# point losses in every round.
+# shapes and 10 denoising queries, since each denoising mask adds point losses in every round (the step times
+# with 10, 20 and 100: docs/experiments.md).
 _MASKDINO_DINO = dict(query_selection=True, dn_noise_scale=0.4, decoder_points=4, box_weight=5.0, giou_weight=2.0)
 MASKDINO_HEAD = {
     "tiny": dict(feature_size=128, mask_feature_size=128, hidden_dim=128, encoder_feedforward_dim=512,
@@ -97,9 +95,8 @@ SEGFORMER = {
 # (half the ViT's) and heads (the ViT's) follow from the ViT. base/large: the official configs of
 # github.com/zbwxp/SegVit (configs/_base_/models/seg_vit-b16.py: ViT-B/16, layers 6, 8, 12; configs/segvit/
 # segvit_vit-l_jax_512x512_80k_cocostuff10k.py: ViT-L/16 at 512, layers 8, 16, 24; 3 ATM layers per stage).
-# tiny: a ViT-Ti width, 6 layers, patch 8: a 128-pixel image is a 16x16 token grid (patch 16: 8x8). Measured on the
-# cpu trunk recipe (300 steps, 2 shared cores, one seed each): val mIoU 0.143 with patch 8 against 0.135 with 16
-# at 0.46 against 0.44 s/step; patch 8 costs at 512-pixel inference (4096 tokens: 2.7 s/img against 0.33).
+# tiny: a ViT-Ti width, 6 layers, patch 8: a 128-pixel image is a 16x16 token grid (patch 16: 8x8); it learned
+# more per step on the cpu trunk recipe, and costs at 512-pixel inference, 4096 tokens (docs/experiments.md).
 VIT = {
     "tiny": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768, patch_size=8,
                  image_size=128, drop_path_rate=0.0),
