@@ -59,6 +59,9 @@ def fake_run(tmp_path) -> Path:
     (run / "checkpoints").mkdir(parents=True)
     TrainConfig(model="segformer", steps=1, batch_size=1, image_size=64).to_yaml(run / "config.yaml")
     (run / "checkpoints" / "best.safetensors").write_bytes(b"")
+    (run / "checkpoints" / "last-1").mkdir()  # the last weights, which predict uses
+    (run / "checkpoints" / "last-1" / "last.safetensors").write_bytes(b"")
+    (run / "checkpoints" / "last-1" / "last_state.json").write_text("{}")
     return run
 
 

@@ -98,7 +98,7 @@ def test_complete_maps_are_reused_without_loading_the_model(fake_run, tiny_root,
 
     from trashlib.inference import TTA, predict
 
-    monkeypatch.setattr(Run, "load_model", lambda self, which="best", device="cpu": Pointwise())
+    monkeypatch.setattr(Run, "load_model", lambda self, which="last", device="cpu": Pointwise())
     first = predict(fake_run, tiny_root, "test", tta=TTA(), out_dir=tmp_path / "store", progress=False)
 
     def refuse(*args, **kwargs):
@@ -210,16 +210,19 @@ def _fake_run_with(tmp_path: Path, fault: str) -> Path:
     run = tmp_path / "runs" / "bad-run"
     (run / "checkpoints").mkdir(parents=True)
     TrainConfig(model="segformer", steps=1, batch_size=1, image_size=64).to_yaml(run / "config.yaml")
-    (run / "checkpoints" / "best.safetensors").write_bytes(b"\x00garbage, not safetensors" * 10)
+    last = run / "checkpoints" / "last-1"  # the last weights, which predict uses
+    last.mkdir()
+    (last / "last_state.json").write_text("{}")
+    (last / "last.safetensors").write_bytes(b"\x00garbage, not safetensors" * 10)
     if fault == "binary config":
         (run / "config.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     elif fault == "no checkpoint":
-        (run / "checkpoints" / "best.safetensors").unlink()
+        (last / "last.safetensors").unlink()
     elif fault == "weights of another model":
         from safetensors.torch import save_file
         import torch
 
-        save_file({"other.weight": torch.zeros(2, 2)}, str(run / "checkpoints" / "best.safetensors"))
+        save_file({"other.weight": torch.zeros(2, 2)}, str(last / "last.safetensors"))
     return run
 
 
@@ -236,8 +239,8 @@ def test_cli_predict_explains_bad_input(tiny_copy, tmp_path, capsys, monkeypatch
     run = tmp_path / "no-such-run" if case == "missing run" else _fake_run_with(tmp_path, case)
     data, split = tiny_copy, "test"
     expected = {"missing run": run, "binary config": run / "config.yaml", "no checkpoint": run / "checkpoints",
-                "garbage checkpoint": run / "checkpoints" / "best.safetensors",
-                "weights of another model": run / "checkpoints" / "best.safetensors",
+                "garbage checkpoint": run / "checkpoints" / "last-1" / "last.safetensors",
+                "weights of another model": run / "checkpoints" / "last-1" / "last.safetensors",
                 "missing data root": tmp_path / "no-data", "garbage test.json": tiny_copy / "test.json",
                 "missing split": tiny_copy / "holdout.json"}[case]
     if case == "missing data root":

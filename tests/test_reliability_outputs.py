@@ -191,7 +191,7 @@ def test_case_o_dup_a_run_beside_its_own_stored_predictions_is_refused(fake_run,
 
     from trashlib.inference import TTA, predict
 
-    monkeypatch.setattr(Run, "load_model", lambda self, which="best", device="cpu": Pointwise())
+    monkeypatch.setattr(Run, "load_model", lambda self, which="last", device="cpu": Pointwise())
     stored = predict(fake_run, tiny_root, "test", tta=TTA(hflip=True), progress=False)  # what ensemble would reuse
     before = _stored(tmp_path)
     rc = main(["ensemble", str(fake_run), str(stored.path), "--data", str(tiny_root), "--split", "test"])

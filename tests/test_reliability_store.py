@@ -187,7 +187,10 @@ def fake_run(monkeypatch) -> Path:
     (run / "checkpoints").mkdir(parents=True)
     TrainConfig(model="segformer", steps=1, batch_size=1, image_size=32).to_yaml(run / "config.yaml")
     (run / "checkpoints" / "best.safetensors").write_bytes(b"")
-    monkeypatch.setattr(Run, "load_model", lambda self, which="best", device="cpu": Model())
+    (run / "checkpoints" / "last-1").mkdir()  # the last weights, which predict uses
+    (run / "checkpoints" / "last-1" / "last.safetensors").write_bytes(b"")
+    (run / "checkpoints" / "last-1" / "last_state.json").write_text("{}")
+    monkeypatch.setattr(Run, "load_model", lambda self, which="last", device="cpu": Model())
     return run
 
 

@@ -90,7 +90,7 @@ def test_non_finite_weights_are_refused_when_loading(tiny_root, tmp_path, monkey
     monkeypatch.setattr(trashlib.runs, "build_model", lambda *a, **k: TinySeg())  # the run's model name is a test's
     with pytest.raises(ValueError, match=r"best\.safetensors.*(NaN|non-finite)"):
         predict(run, tiny_root, "test", tta=TTA(hflip=False), out_dir=tmp_path / "probs", progress=False,
-                workers=0, device="cpu")
+                workers=0, device="cpu", which="best")
 
 
 def test_resuming_from_non_finite_weights_is_refused(tiny_root):

@@ -85,8 +85,9 @@ def _train(args) -> int:
     except FloatingPointError as e:  # the loss diverged: the message says what was kept and what to do
         print(f"error: {e}", file=sys.stderr)
         return 1
-    best = run.best_metrics()
-    print(f"run {run.path}" + (f": best val mIoU {best['mIoU']:.4f} at step {best['step']}" if best else ""))
+    final, best = run.final_metrics(), run.best_metrics()
+    print(f"run {run.path}" + (f": val mIoU {final['mIoU']:.4f} at its last step" if final else "")
+          + (f" (best {best['mIoU']:.4f} at step {best['step']})" if best and best != final else ""))
     return 0
 
 
@@ -312,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--window", type=int, nargs=2, metavar=("SIZE", "STRIDE"),
                     help="sliding-window inference with SIZE windows every STRIDE pixels")
     pr.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
-    pr.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint (default best)")
+    pr.add_argument("--which", choices=["best", "last"], default="last",
+                    help="checkpoint: the last weights, which the run's val mIoU scores (default), or the best on val")
     pr.add_argument("--float16", action="store_true", help="store float16 maps instead of uint8-quantised ones")
     pr.add_argument("--force", action="store_true", help="recompute even if identical maps exist")
     pr.add_argument("--overwrite-output", action="store_true", help="replace an existing --submission file")

@@ -434,12 +434,12 @@ def variant_record(results: ArmResults, reference: ArmResults | None = None, *,
 
 
 def run_scores(run) -> Scores:
-    """The scores of a finished run's final evaluation (the whole val split at its working resolution)."""
-    evals = [r for r in run.metrics("eval") if r.get("step") == run.config.steps]
-    if not evals:
+    """The scores of a finished run's final evaluation (`Run.final_metrics`: the val split at its working
+    resolution, of the weights it hands on)."""
+    r = run.final_metrics()
+    if r is None:
         raise ValueError(f"run {run.name} has no evaluation at its last step {run.config.steps}; "
                          "was it trained with a val_split?")
-    r = evals[-1]
     per_class = np.array([np.nan if r["per_class_iou"].get(c) is None else r["per_class_iou"][c]
                           for c in CLASS_NAMES], dtype=np.float64)
     return Scores(float(r["mIoU"]), per_class, float(r["pixel_accuracy"]), float(r["mean_class_accuracy"]),

@@ -189,7 +189,7 @@ def _model_source(run_or_model, which: str, device):
 
 
 def predict(run_or_model, data_root=None, split: str = "test", *, tta: TTA = DEFAULT_TTA, out_dir=None,
-            batch_size: int = 1, quantize: bool = True, which: str = "best", device=None, workers: int = 2,
+            batch_size: int = 1, quantize: bool = True, which: str = "last", device=None, workers: int = 2,
             force: bool = False, progress: bool | None = None, max_images: int | None = None) -> ProbIndex:
     """Write every image's TTA probabilities of a split to the store (reusing a complete identical result).
 

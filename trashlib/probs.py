@@ -60,8 +60,8 @@ def _predict_command(settings: dict) -> str | None:
         args += ["--scales", *(f"{s:g}" if isinstance(s, (int, float)) else str(s) for s in scales)]
     if isinstance(tta.get("window"), list):
         args += ["--window", *(str(v) for v in tta["window"])]
-    if "best" not in str(model.get("checkpoint", "")):
-        args += ["--which", "last"]
+    if "best" in str(model.get("checkpoint", "")):
+        args += ["--which", "best"]
     if settings.get("quantize") is False:
         args.append("--float16")
     return shlex.join([*args, "--force"])

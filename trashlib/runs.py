@@ -286,11 +286,18 @@ class Run:
         return read_eval_images(path) if path.is_file() else None
 
     def best_metrics(self, metric: str = "mIoU") -> dict | None:
-        """The evaluation record with the highest `metric` (None before any evaluation)."""
+        """The evaluation record with the highest `metric` (None before any evaluation): the history's peak,
+        chosen on val. A run's val mIoU is its final evaluation's (`final_metrics`), of the weights it hands on."""
         evals = [r for r in self.metrics("eval") if r.get(metric) is not None]
         return max(evals, key=lambda r: r[metric]) if evals else None
 
-    def checkpoint(self, which: str = "best") -> Path:
+    def final_metrics(self) -> dict | None:
+        """The evaluation at the run's last step, of its last weights, which `load_model` and `predict` use by
+        default: the one meaning of a run's val mIoU (None for a run not finished or never evaluated there)."""
+        evals = [r for r in self.metrics("eval") if r.get("step") == self.config.steps and r.get("mIoU") is not None]
+        return evals[-1] if evals else None
+
+    def checkpoint(self, which: str = "last") -> Path:
         """Path of the "best" or "last" weights; "best" falls back to "last" when never evaluated."""
         if which not in ("best", "last"):
             raise ValueError(f"which must be 'best' or 'last', got {which!r}")
@@ -303,7 +310,7 @@ class Run:
             raise FileNotFoundError(f"run {self.name} has no {which} checkpoint in {ckpt}")
         return path
 
-    def load_model(self, which: str = "best", *, model=None, device="cpu"):
+    def load_model(self, which: str = "last", *, model=None, device="cpu"):
         """The run's model (built from its config unless `model` is given) with the weights, in eval mode."""
         path = self.checkpoint(which)
         if model is None:
@@ -315,7 +322,7 @@ class Run:
         model.load_state_dict(self.weights(which))
         return model.to(device).eval()
 
-    def weights(self, which: str = "best") -> dict:
+    def weights(self, which: str = "last") -> dict:
         """The model's state dict of checkpoint `which` ("best" or "last")."""
         path = self.checkpoint(which)
         return load_weights(path, prefix="model/" if path.name == checkpoint.WEIGHTS_FILE else "")
@@ -349,7 +356,7 @@ def find_runs(*, data_root: str | os.PathLike | None = None, names=None, finishe
 
 
 def best_run(runs=None, metric: str = "mIoU") -> Run | None:
-    """The run whose best evaluation scores highest on `metric` (None when no run has one)."""
-    scored = [(r.best_metrics(metric), r) for r in (list_runs() if runs is None else runs)]
+    """The run whose final evaluation scores highest on `metric` (None when no run has one)."""
+    scored = [(r.final_metrics(), r) for r in (list_runs() if runs is None else runs)]
     scored = [(m[metric], r) for m, r in scored if m is not None]
     return max(scored, key=lambda t: t[0])[1] if scored else None

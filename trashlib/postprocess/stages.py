@@ -66,10 +66,10 @@ def collect_runs(data_root=None, notebooks=REPORTING_NOTEBOOKS) -> dict[str, lis
 
 
 def rank_runs(groups: dict[str, list[Run]]) -> pd.DataFrame:
-    """One row per run (run, group, model, recorded val mIoU: its best evaluation), the best first,
-    never-evaluated last."""
+    """One row per run (run, group, model, recorded val mIoU: its final evaluation, `Run.final_metrics`), the
+    best first, never-evaluated last."""
     rows = [{"run": run.name, "group": label, "model": run.config.model,
-             "recorded val mIoU": (run.best_metrics() or {}).get("mIoU", np.nan)}
+             "recorded val mIoU": (run.final_metrics() or {}).get("mIoU", np.nan)}
             for label, runs in groups.items() for run in runs]
     table = pd.DataFrame(rows, columns=["run", "group", "model", "recorded val mIoU"])
     return table.sort_values("recorded val mIoU", ascending=False, na_position="last", kind="stable",

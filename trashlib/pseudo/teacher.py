@@ -58,7 +58,7 @@ def choose_teacher(splits=("test",), *, data_root=None, runs=(), tta: TTA = DEFA
     if best is None:
         raise RuntimeError("no teacher: 05 recorded no stage with a vote and no finished 02 run was found or given")
     indices = [predict(best, data_root, s, tta=tta, max_images=max_images, progress=progress) for s in splits]
-    return Teacher(indices, "best 02 run", f"{best.name} (val mIoU {best.best_metrics()['mIoU']:.3f}), "
+    return Teacher(indices, "best 02 run", f"{best.name} (val mIoU {best.final_metrics()['mIoU']:.3f}), "
                    "since 05 recorded no best ensemble", [best.name])
 
 
