@@ -236,16 +236,26 @@ def _pairs(arm: ArmResults, ref: ArmResults) -> list[tuple[int, int]]:
     return list(zip(range(len(arm.scores)), range(len(ref.scores))))
 
 
+def _draws(n: int, draws: int, rng) -> np.ndarray:
+    """Bootstrap weights: how often each of n images is drawn in each of `draws` resamples, (draws, n)."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)
+
+
+def _resampled(stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each resample's summed confusion matrix of a (seeds, images, C, C) stack: (draws, seeds, C, C), one
+    matrix product per seed."""
+    seeds, n, c = stack.shape[:3]
+    flat = weights @ stack.astype(np.float64).reshape(seeds, n, c * c)  # (seeds, draws, C*C)
+    return flat.transpose(1, 0, 2).reshape(len(weights), seeds, c, c)
+
+
 def _boot_variance(arm: np.ndarray, ref: np.ndarray, *, draws: int, seed: int) -> tuple[float, np.ndarray]:
     """Variance of Δ mIoU and of each class's Δ IoU over a paired bootstrap of the images: both stacks
     (seeds, images, C, C) are resampled with the same draws; Δ is the mean over seeds, as measured."""
-    seeds, n, c = arm.shape[:3]
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)  # (draws, images)
+    weights = _draws(arm.shape[1], draws, np.random.default_rng(seed))
 
-    def resampled(stack: np.ndarray) -> np.ndarray:  # (draws, seeds, C, C): one matrix product per seed
-        flat = weights @ stack.astype(np.float64).reshape(seeds, n, c * c)  # (seeds, draws, C*C)
-        return flat.transpose(1, 0, 2).reshape(draws, seeds, c, c)
+    def resampled(stack: np.ndarray) -> np.ndarray:
+        return _resampled(stack, weights)
 
     iou_a, iou_r = class_iou(resampled(arm)), class_iou(resampled(ref))  # (draws, seeds, C)
     d_miou = (_nanmean(iou_a, axis=-1) - _nanmean(iou_r, axis=-1)).mean(axis=1)
@@ -355,9 +365,7 @@ def split_gap(first: np.ndarray, second: np.ndarray, *, draws: int = BOOTSTRAP, 
     rng = np.random.default_rng(seed)
     variance = 0.0
     for stack in (first, second):
-        n, c = stack.shape[0], stack.shape[1]
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)
-        resampled = (weights @ stack.reshape(n, c * c).astype(np.float64)).reshape(draws, c, c)
+        resampled = _resampled(stack[None], _draws(len(stack), draws, rng))[:, 0]  # (draws, C, C)
         variance += float(_nanmean(class_iou(resampled), axis=-1).var(ddof=1))
     return Contrast(miou(first.sum(0))[0] - miou(second.sum(0))[0], 1, var_eval=variance, trained=False)
 

@@ -67,7 +67,6 @@ def time_inference(model: torch.nn.Module, image_size: int = 512, repeats: int =
     return statistics.median(times)
 
 
-
 def synthetic_batch(batch_size: int, image_size: int, *, seed: int = 0, num_classes: int = NUM_CLASSES):
     """Random images and label maps of a background and three rectangles of random classes, a scene's few
     segments (a mask of random pixels would give every image every class and inflate the matching).
