@@ -56,8 +56,8 @@ test: venv ## unit tests, then the notebooks in their smoke configuration (nbval
 	wait $$unit; unit=$$?; echo "== unit tests"; cat $(NBVAL_DIR)/unit-tests.log; \
 	test $$unit -eq 0 && test $$notebooks -eq 0
 
-test-fast: venv ## unit tests only, without the notebooks
-	$(PY) -m pytest -q tests -x
+test-fast: venv ## the unit tests a developer runs in a minute: no notebooks, no `integration` tests, stop at the first failure
+	$(PY) -m pytest -q tests -x -p no:nbval -m "not slow and not gpu and not integration"
 
 test-notebooks: venv data ## run the notebooks with their default (smoke) parameters under nbval
 	@# smoke runs and their reports stay out of the real reports/ and runs/

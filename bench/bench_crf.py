@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trashlib.data import TrashDataset  # noqa: E402
 from trashlib.postprocess.crf import CRFParams, crf_index, dense_crf  # noqa: E402
-from trashlib.probs import ProbWriter  # noqa: E402
+from trashlib.predict.probs import ProbWriter  # noqa: E402
 
 
 def synthetic_probs(mask: np.ndarray, rng, *, num_classes: int = 11) -> np.ndarray:

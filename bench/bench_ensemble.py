@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trashlib.postprocess.ensemble import ensemble  # noqa: E402
-from trashlib.probs import ProbIndex, ProbWriter, quantize_probs  # noqa: E402
+from trashlib.predict.probmap import quantize_probs  # noqa: E402
+from trashlib.predict.probs import ProbIndex, ProbWriter  # noqa: E402
 
 NUM_CLASSES = 11
 

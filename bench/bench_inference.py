@@ -26,7 +26,7 @@ def main() -> None:
 
     from bench_train_overhead import bench_data
     from trashlib.data import TrashDataset
-    from trashlib.inference import predict
+    from trashlib.predict.inference import predict
     from trashlib.models import build_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,7 +1,7 @@
 """Trunk throughput: training images per second of the cpu profile's trunk recipe against an older commit's.
 
 Both sides run `train()` of their own code (the baseline from `git archive <commit>`, in a subprocess
-whose PYTHONPATH holds that copy) with the `training:` block of their own `profiles/cpu.yaml`, for
+whose PYTHONPATH holds that copy) with the `training:` block of their own cpu profile, for
 `--steps` steps without evaluation, on the same data, alternating sides for `--rounds` rounds so that a
 change of machine load hits both. Per side: the steady state (median seconds per step after `--warmup`
 steps, from metrics.jsonl, so data loading in the DataLoader worker is inside it) and the start-up
@@ -48,7 +48,10 @@ def run_side(request: dict) -> dict:
     package = Path(trashlib.__file__).resolve().parent
     if package != Path(request["package"]).resolve():
         raise SystemExit(f"bench side imported {package}, expected {request['package']}")
-    recipe = yaml.safe_load((package / "profiles" / "cpu.yaml").read_text())["training"]
+    # the profiles moved from trashlib/profiles/ to trashlib/reporting/profiles/; an older commit has the first
+    profile = next(p for p in (package / "reporting" / "profiles" / "cpu.yaml", package / "profiles" / "cpu.yaml")
+                   if p.exists())
+    recipe = yaml.safe_load(profile.read_text())["training"]
     recipe.update(model="mask2former-swin", size="tiny", data_root=request["data"], steps=request["steps"],
                   eval_every=None, val_split=None, log_every=1, out_dir=request["out"], run_name=request["name"])
     cfg = TrainConfig(**recipe)
@@ -182,7 +185,7 @@ def analyse_current(args, step_s: float) -> None:
     from trashlib.training.loop import make_optimizer, resolve_precision
     from trashlib.training.sampling import TrainStream, repeat_factors, train_loader
 
-    recipe = yaml.safe_load((REPO / "trashlib" / "profiles" / "cpu.yaml").read_text())["training"]
+    recipe = yaml.safe_load((REPO / "trashlib" / "reporting" / "profiles" / "cpu.yaml").read_text())["training"]
     recipe.update(model="mask2former-swin", size="tiny", data_root=str(args.data), val_split=None)
     cfg = TrainConfig(**recipe)
     bf16 = resolve_precision(cfg.mixed_precision) == "bf16"

@@ -67,7 +67,7 @@ def fake_run(tmp_path) -> Path:
 
 def write_index(folder, maps: dict, **settings):
     """A ProbIndex of hand-made (C, H, W) maps keyed by file name (no model needed)."""
-    from trashlib.probs import ProbWriter
+    from trashlib.predict.probs import ProbWriter
 
     items = [{"image_id": i, "file_name": name, "shape": list(p.shape)} for i, (name, p) in enumerate(maps.items())]
     writer = ProbWriter(folder, items, {"made": str(folder), **settings})

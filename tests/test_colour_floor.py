@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trashlib.colour_floor import FEATURES, ColourFloor, pixel_features, score_colour_floor
+from trashlib.scoring.colour_floor import FEATURES, ColourFloor, pixel_features, score_colour_floor
 
 
 class Painted:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from trashlib.classes import NUM_CLASSES
-from trashlib.compare import (Contrast, ArmResults, against_claim, compare_table, contrast, image_contrast, recorded,
-                              split_gap, variant_record, verdict)
 from trashlib.metrics import Scores, class_iou
+from trashlib.scoring.compare import (Contrast, ArmResults, against_claim, compare_table, contrast, image_contrast,
+                                      recorded, split_gap, variant_record, verdict)
 
 
 def scores(miou: float, first_class: float = 0.5) -> Scores:

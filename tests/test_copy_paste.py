@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trashlib.config import TrainConfig
-from trashlib.copy_paste import Donor, Paster, class_probabilities, classmix, paste_object, paste_rng
+from trashlib.data.copy_paste import Donor, Paster, class_probabilities, classmix, paste_object, paste_rng
 
 
 class Draws:
@@ -332,6 +332,7 @@ def test_online_paste_is_a_function_of_seed_and_position_and_leaves_augmentation
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+@pytest.mark.integration
 def test_online_copy_paste_resumes_bit_exactly(tiny_root):
     from test_training import TinySeg, _state, _without_time
     from trashlib.training import train
@@ -351,7 +352,7 @@ def test_online_copy_paste_resumes_bit_exactly(tiny_root):
 # -- offline: the materialised set ----------------------------------------------------------------------
 def test_offline_set_is_written_once_reused_and_redone_for_a_new_recipe(tiny_root, monkeypatch):
     from trashlib import paths
-    from trashlib.copy_paste import Paster
+    from trashlib.data.copy_paste import Paster
     from trashlib.data import TrashDataset, build_train_dataset
     from trashlib.data.pasted import materialise_pasted, pasted_folder
 
@@ -393,7 +394,7 @@ def test_pasted_examples_show_both_modes_at_the_working_resolution(tiny_root):
 
 
 def test_offline_set_is_atomic_and_never_replaces_what_it_did_not_make(tiny_root, monkeypatch):
-    from trashlib.copy_paste import Paster
+    from trashlib.data.copy_paste import Paster
     from trashlib.data.pasted import materialise_pasted, pasted_folder
 
     cfg = stream_cfg(tiny_root, copy_paste="offline", cp_copies=2, cp_donors="classmix")
@@ -422,6 +423,7 @@ def test_offline_set_is_atomic_and_never_replaces_what_it_did_not_make(tiny_root
 
 # -- the models on pasted label maps holding 255 ----------------------------------------------------------
 @pytest.mark.parametrize("name", ["mask2former-swin", "segformer", "upernet-swin"])
+@pytest.mark.integration
 def test_models_train_on_pasted_label_maps_holding_ignore(tiny_root, tmp_path, name):
     """test_models_ignore shows every loss ignores 255; here the 255 come the way training brings them: a
     label-map set (pseudo labels ignoring half of each image) pasted onto online, through the stream."""

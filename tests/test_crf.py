@@ -9,9 +9,9 @@ import pytest
 from conftest import confident as conftest_confident, write_index
 
 from trashlib.data import TrashDataset
-from trashlib.evaluation import evaluate_index
 from trashlib.postprocess.consensus import overwrite, overwrite_index, overwrite_probs, sweep_overwrite
 from trashlib.postprocess.crf import PRESETS, CRFParams, crf_grid, crf_index, crf_preset, dense_crf, sweep_crf
+from trashlib.scoring.evaluation import evaluate_index
 from trashlib.submission import validate_submission
 
 pytest.importorskip("pydensecrf.densecrf")
@@ -140,6 +140,7 @@ def test_overwrite_index_gives_back_every_object(tiny_root, val_masks, tmp_path)
     assert table["val_mIoU"].iloc[2] == table["val_mIoU"].iloc[0]  # no object is a single pixel
 
 
+@pytest.mark.integration
 def test_crf_index_on_a_pool_matches_one_process(tiny_root, val_masks, tmp_path):
     rng = np.random.default_rng(0)
     noisy = {n: 0.5 * confident(m, p=0.7) + 0.5 * rng.dirichlet(np.ones(11), m.shape).transpose(2, 0, 1)
@@ -162,6 +163,7 @@ def test_crf_index_on_a_pool_matches_one_process(tiny_root, val_masks, tmp_path)
     assert table["val_mIoU"].iloc[1] == pytest.approx(evaluate_index(out, tiny_root, "val").scores.miou, abs=0.01)
 
 
+@pytest.mark.integration
 def test_cli_ensemble_with_crf_and_overwrite(tmp_path, capsys):
     from conftest import make_tiny_dataset
 

@@ -240,6 +240,7 @@ def _read_all(args):
     return {i: ds.load_mask(i) for i in order}
 
 
+@pytest.mark.integration
 def test_concurrent_workers_fill_one_cache(tiny_root, fresh_cache):
     """Two processes (as DataLoader workers) fill the same cache file at once; everyone reads the truth."""
     import multiprocessing as mp

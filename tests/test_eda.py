@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from trashlib import eda, mislabel
+from trashlib.analysis import eda, mislabel
+from trashlib.analysis.viewer import ImageViewer
 from trashlib.classes import NUM_CLASSES, class_id
 from trashlib.data import TrashDataset
-from trashlib.viewer import ImageViewer
 
 BAG, PAPER, METAL = class_id("Plastic bag"), class_id("Paper"), class_id("Metal")
 
@@ -194,6 +194,12 @@ def test_planted_mislabels_rank_first(tmp_path):
     assert quality["precision_at_k"] >= 0.75
     assert quality["random_hits_at_k"] == pytest.approx(4 * 4 / len(ranking))
     assert (ranking["score"].diff().dropna() <= 0).all()
+    # the top candidates as the notebook draws them: a crop per candidate, red where the label is known wrong
+    shown = mislabel.candidate_crops(TrashDataset(root, "train_all"), ranking, stats.annotations, top_k=5,
+                                     known_ids=flipped)
+    assert [len(shown[k]) for k in ("crops", "outlines", "titles", "edgecolors")] == [5] * 4
+    assert shown["edgecolors"].count("red") == len(set(flipped) & set(ranking["annotation_id"][:5]))
+    assert shown["titles"][0].startswith(f"#1 ann {ranking['annotation_id'].iloc[0]}")
 
 
 def test_ranking_quality_by_hand():

@@ -8,8 +8,8 @@ import pytest
 from conftest import cli_help, confident as conftest_confident, write_index
 
 from trashlib.data import TrashDataset
-from trashlib.evaluation import evaluate_index
 from trashlib.postprocess.ensemble import ensemble, fit_weights, hard_vote, normalize_weights, soft_vote, vote_probs
+from trashlib.scoring.evaluation import evaluate_index
 from trashlib.submission import index_to_submission, read_submission, validate_submission
 
 
@@ -175,6 +175,7 @@ def test_fit_weights_moves_weight_to_the_better_model(tiny_root, tmp_path):
 
 
 # -- the command ------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_cli_ensemble_writes_a_valid_csv(root256, tmp_path, capsys):
     from trashlib.cli import main
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trashlib.evaluation import evaluate_label_maps, train_seconds_per_step
+from trashlib.scoring.evaluation import evaluate_label_maps, train_seconds_per_step
 
 
 def test_evaluate_label_maps_accumulates_one_matrix_and_scores_each_image():
@@ -44,7 +44,7 @@ def test_train_seconds_per_step_ignores_evaluation_pauses():
 def test_ranked_images_best_then_worst_each_once():
     import pandas as pd
 
-    from trashlib.evaluation import Evaluation, ranked_images
+    from trashlib.scoring.evaluation import Evaluation, ranked_images
 
     per_image = pd.DataFrame({"index": [0, 1, 2], "file_name": ["a", "b", "c"], "mIoU": [0.5, 0.9, 0.1],
                               "pixel_accuracy": [1, 1, 1]})
@@ -56,7 +56,7 @@ def test_ranked_images_best_then_worst_each_once():
 def test_steps_to_reach_extrapolates_a_log_linear_curve_by_hand():
     import math
 
-    from trashlib.evaluation import steps_to_reach
+    from trashlib.scoring.evaluation import steps_to_reach
 
     steps = [100, 200, 400, 800]
     miou = [0.1 + 0.05 * math.log(s / 100) for s in steps]  # a = 0.1 - 0.05 ln 100, b = 0.05
@@ -71,7 +71,7 @@ def test_an_index_is_scored_with_the_share_of_small_objects_it_finds(tmp_path):
 
     from trashlib.data import TrashDataset
     from trashlib.data.instances import small_objects
-    from trashlib.evaluation import evaluate_index
+    from trashlib.scoring.evaluation import evaluate_index
 
     root = make_tiny_dataset(tmp_path / "data", n_train=24, n_val=6, seed=1)  # test_training.learn_root
     val = TrashDataset(root, "val")
@@ -87,7 +87,7 @@ def test_an_index_is_scored_with_the_share_of_small_objects_it_finds(tmp_path):
 def test_learning_curves_put_models_on_one_clock_and_compare_at_the_common_time():
     from types import SimpleNamespace
 
-    from trashlib.evaluation import at_equal_time, learning_curves
+    from trashlib.scoring.evaluation import at_equal_time, learning_curves
 
     def run(model, per_step, evals):
         train = pd.DataFrame({"step": [1, 2, 3, 4], "time": [per_step * s + (5 if s > 2 else 0) for s in range(1, 5)]})

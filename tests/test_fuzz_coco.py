@@ -18,12 +18,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from trashlib.classes import coco_categories
 from trashlib.data import DatasetError, Problem, TrashDataset, load_coco, validate_coco
 from trashlib.data.check import check_dataset
+
+pytestmark = pytest.mark.integration  # fuzz (`make test` runs it; `make test-fast` leaves it out)
 
 HOSTILE_NUMBERS = [0, -1, -(2**31), 2**32, 10**30, 10**400, 1e9, -4e8, 4e8, 1e300, 1.5, float("nan"),
                    float("inf"), float("-inf"), True, "12", "", None]

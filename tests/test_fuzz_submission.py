@@ -23,6 +23,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from trashlib.submission import NUM_LABELS, read_submission, validate_submission  # noqa: E402
 
+pytestmark = pytest.mark.integration  # fuzz (`make test` runs it; `make test-fast` leaves it out)
+
 IDS = ["batch_01/0000.jpg", "batch_01/0001.jpg", "b,2/x \"y\".jpg"]  # the last needs CSV quoting
 HEADER = "image_id,PredictionString"
 FUZZ = settings(max_examples=120, deadline=timedelta(seconds=4), database=None,

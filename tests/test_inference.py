@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from trashlib.inference import TTA, predict, predict_tta, sliding_window
-from trashlib.probmap import load_probs, quantize_probs, save_probs
-from trashlib.probs import ProbIndex, ProbWriter
-from trashlib.submission import index_to_submission
-from trashlib.models.base import SegmentationModel, SegOutput
 from conftest import cli_help
+from trashlib.models.base import SegmentationModel, SegOutput
+from trashlib.predict.inference import TTA, predict, predict_tta, sliding_window
+from trashlib.predict.probmap import load_probs, quantize_probs, save_probs
+from trashlib.predict.probs import ProbIndex, ProbWriter
+from trashlib.submission import index_to_submission
 
 
 class Pointwise(SegmentationModel):
@@ -111,7 +111,7 @@ def test_window_of_full_size_equals_plain_inference():
 
 # -- predict ---------------------------------------------------------------------------------------
 def test_predict_index_round_trip_and_reuse(tiny_root, tmp_path, monkeypatch):
-    import trashlib.inference as inference
+    import trashlib.predict.inference as inference
 
     model = Pointwise(kernel=3).eval()
     index = predict(model, tiny_root, "test", out_dir=tmp_path, tta=TTA(hflip=True, scales=(1.0, 1.5)), progress=False)
@@ -204,6 +204,7 @@ def test_index_to_submission_validates(root256, tmp_path):
     assert np.array_equal(rows[0][1], index.argmax(0))
 
 
+@pytest.mark.integration
 def test_cli_predict_writes_a_valid_submission(root256, tmp_path, capsys, monkeypatch):
     import trashlib.paths as paths
 

@@ -47,6 +47,7 @@ def test_unknown_name_and_size_list_the_valid_ones():
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.integration
 def test_forward_backward_gives_finite_loss_and_gradients(name):
     model = tiny_model(name).train()
     assert (model.name, model.size) == (name, "tiny")
@@ -69,6 +70,7 @@ def test_forward_backward_gives_finite_loss_and_gradients(name):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.integration
 def test_predict_proba_is_a_deterministic_distribution_at_input_resolution(name):
     model = tiny_model(name).eval()
     images, _ = batch()
@@ -81,6 +83,7 @@ def test_predict_proba_is_a_deterministic_distribution_at_input_resolution(name)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.integration
 def test_forward_without_masks_names_its_scores_honestly(name):
     # per-pixel classifiers give logits; Mask2Former, which has none, gives log-probabilities
     model = tiny_model(name).eval()
@@ -97,6 +100,7 @@ def test_forward_without_masks_names_its_scores_honestly(name):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.integration
 def test_class_weights_change_the_loss_and_reset(name):
     model = tiny_model(name).eval()  # eval: no dropout / drop-path; the seed fixes Mask2Former's point sampling
     images, masks = batch(n=1, seed=1)
@@ -180,6 +184,7 @@ def _tiny_hf_mask2former(num_labels: int):
     return Mask2FormerForUniversalSegmentation(config)
 
 
+@pytest.mark.integration
 def test_mask2former_swin_loads_a_checkpoint_with_another_head(tmp_path):
     saved = _tiny_hf_mask2former(150)
     saved.save_pretrained(tmp_path)
@@ -324,6 +329,7 @@ def test_dinat_under_mask2former_builds_without_transformers_compatibility_warni
         log.removeHandler(handler)
 
 
+@pytest.mark.integration
 def test_cost_table_measures_every_model_in_one_place():
     from trashlib.models.cost import cost_table, synthetic_batch
 

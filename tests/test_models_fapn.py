@@ -124,6 +124,7 @@ class _UpsampledSum(torch.nn.Module):
         return lateral + F.interpolate(top_down, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@pytest.mark.integration
 def test_grows_from_a_semask_swin_trunk_with_fresh_fapn_modules():
     from trashlib.training.loop import _load_trunk
 
@@ -141,6 +142,7 @@ def test_grows_from_a_semask_swin_trunk_with_fresh_fapn_modules():
     assert [n for n, p in model.named_parameters() if id(p) not in grown] == trunk_names
 
 
+@pytest.mark.integration
 def test_loads_a_mask2former_swin_checkpoint(tmp_path):
     from transformers import Mask2FormerForUniversalSegmentation
 

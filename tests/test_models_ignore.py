@@ -12,19 +12,18 @@ import math
 
 import pytest
 import torch
-from transformers.models.mask2former.modeling_mask2former import (
-    Mask2FormerLoss,
-    dice_loss,
-    pair_wise_dice_loss,
-    pair_wise_sigmoid_cross_entropy_loss,
-    sigmoid_cross_entropy_loss,
-)
+from transformers.models.mask2former.modeling_mask2former import (Mask2FormerLoss, dice_loss, pair_wise_dice_loss,
+                                                                  pair_wise_sigmoid_cross_entropy_loss,
+                                                                  sigmoid_cross_entropy_loss)
 
 from conftest import tiny_model
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.models.mask2former import masks_to_targets
 from trashlib.models.mask2former_loss import pairwise_costs, point_targets, weighted_dice, weighted_sigmoid_ce
+
+# whole models forward and backward (`make test` runs it; `make test-fast` leaves it out)
+pytestmark = pytest.mark.integration
 
 MASK2FORMER = ["mask2former-swin", "semask-swin", "mask2former-dinat"]
 MASK2FORMER.append("semask-fapn")

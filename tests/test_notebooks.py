@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from trashlib import parameters, paths
+from trashlib import paths
 from trashlib.config import TrainConfig
-from trashlib.reporting import runner
+from trashlib.reporting import parameters, runner
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -45,7 +45,7 @@ def test_profiles_name_only_parameters_the_notebooks_have(profile):
 def test_the_smoke_profile_is_the_notebooks_own_defaults():
     """nbval runs the notebooks with their defaults, `report --profile smoke` with the profile: the same run,
     but for 01's viewer, which a headless report leaves out."""
-    from trashlib.notebook_cell import declared_parameters
+    from trashlib.reporting.notebook_cell import declared_parameters
 
     prof = parameters.load_profile("smoke")
     for nb_path in NOTEBOOKS:
@@ -78,6 +78,7 @@ def test_notebook_selection():
         parameters.notebook_paths(["99"])
 
 
+@pytest.mark.integration
 def test_report_renders_eda_smoke(tmp_path, monkeypatch, tiny_root):
     """The report machinery end to end: papermill run, HTML with figures, metrics, index page. On the real
     TACO photos where they are present (one notebook kernel serves both checks), else on the tiny dataset."""
@@ -89,10 +90,11 @@ def test_report_renders_eda_smoke(tmp_path, monkeypatch, tiny_root):
     records = runner.make_report("smoke", ["01"], data_root=str(SHARED_TACO_DIR if real else tiny_root))
     assert records[0]["status"] == "ok", records
     html = (tmp_path / "reports" / "01_EDA.html").read_text()
-    assert "data:image/png;base64" in html
+    assert "data:image/png;base64" in html and 'id="trashlib-code-toggle"' in html  # the code folds away
     assert json.loads((tmp_path / "reports" / "metrics" / "01_EDA.json").read_text())
     executed = (tmp_path / "reports" / "01_EDA.ipynb").read_text()
     assert "widget-view" not in executed and "EDA: " not in executed  # 01's progress bar is off in a report
+    assert '"text/markdown"' in executed  # the findings are formatted text, not a monospace print
     index = (tmp_path / "reports" / "index.html").read_text()
     assert 'href="01_EDA.html"' in index and "failed" not in index
 

@@ -35,7 +35,7 @@ def _probs(labels, confs, num_classes=3):
 
 def test_the_recipes_by_hand():
     p = _probs([[0, 1, 2, 1]], [[0.95, 0.5, 0.9, 0.89]])
-    assert pseudo_label(p).tolist() == [[0, 1, 2, 1]]                      # the seed's: every pixel
+    assert pseudo_label(p).tolist() == [[0, 1, 2, 1]]                      # the winning team's: every pixel
     assert pseudo_label(p, threshold=0.9).tolist() == [[0, 255, 2, 255]]    # >= 0.9 kept
     assert pseudo_label(p, threshold=[0.0, 0.5, 1.0]).tolist() == [[0, 1, 255, 1]]  # per predicted class
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+import trashlib.data.segmentation as segmentation
 from trashlib.data import DatasetError, TrashDataset, rasterize
 from trashlib.data.check import check_dataset, format_problems
-import trashlib.data.segmentation as segmentation
 
 
 def _edit(root: Path, name: str, fn) -> None:
@@ -81,6 +81,7 @@ FAR_OUT = """
 
 
 @pytest.mark.parametrize("far", [1e9, 4e8, -4e8, 1e6])
+@pytest.mark.integration
 def test_far_out_coordinates_are_an_error_everywhere_never_a_crash(tiny_root, tiny_copy, tmp_path, far):
     """1e9 made pycocotools segfault, 4e8 made it allocate until killed; `data check` called both a warning."""
     _set_segmentation(tiny_copy, [[0, 0, far, 0, far, far]])

@@ -84,7 +84,7 @@ def test_predict_checks_the_store_folder_before_predicting(fake_run, tiny_root, 
 
 @pytest.mark.parametrize("where", ["under a file", "read-only folder"])
 def test_predict_api_checks_out_dir_before_loading_the_model(fake_run, tiny_root, tmp_path, no_model_loading, where):
-    from trashlib.inference import predict
+    from trashlib.predict.inference import predict
 
     out_dir = under_a_file(tmp_path) if where == "under a file" else read_only_folder(tmp_path)
     with pytest.raises(OSError, match="cannot write") as e:
@@ -96,7 +96,7 @@ def test_complete_maps_are_reused_without_loading_the_model(fake_run, tiny_root,
     """A store that needs no writing (a complete index with these settings) needs no model either."""
     from test_inference import Pointwise
 
-    from trashlib.inference import TTA, predict
+    from trashlib.predict.inference import TTA, predict
 
     monkeypatch.setattr(Run, "load_model", lambda self, which="last", device="cpu": Pointwise())
     first = predict(fake_run, tiny_root, "test", tta=TTA(), out_dir=tmp_path / "store", progress=False)
@@ -141,6 +141,7 @@ def write_huge_csv(path: Path, kind: str) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmSize from /proc (Linux)")
 @pytest.mark.parametrize("kind", ["one enormous line", "many bad rows"])
+@pytest.mark.integration
 def test_validating_a_huge_file_stays_in_bounded_memory(tmp_path, kind):
     path = tmp_path / "huge.csv"
     try:
@@ -255,6 +256,7 @@ def test_cli_predict_explains_bad_input(tiny_copy, tmp_path, capsys, monkeypatch
     assert str(expected) in err.splitlines()[0], err
 
 
+@pytest.mark.integration
 def test_python_dash_m_prints_one_line_for_a_bad_test_json(tmp_path):
     f = _files(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "trashlib", "submission", "validate", str(f["binary.csv"]),

@@ -189,7 +189,7 @@ def test_case_o_dup_a_run_beside_its_own_stored_predictions_is_refused(fake_run,
                                                                        monkeypatch):
     from test_inference import Pointwise
 
-    from trashlib.inference import TTA, predict
+    from trashlib.predict.inference import TTA, predict
 
     monkeypatch.setattr(Run, "load_model", lambda self, which="last", device="cpu": Pointwise())
     stored = predict(fake_run, tiny_root, "test", tta=TTA(hflip=True), progress=False)  # what ensemble would reuse

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def _child_env(tmp_path: Path) -> dict:
 
 
 def _weights(run) -> dict:
-    from trashlib.checkpoint import load_weights
+    from trashlib.runs.checkpoint import load_weights
 
     return load_weights(run.checkpoint("last"), prefix="model/")
 
@@ -45,7 +44,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads(1)
-import trashlib.checkpoint as checkpoint
+import trashlib.runs.checkpoint as checkpoint
 from test_training import TinySeg, small_cfg
 from trashlib.training import train
 
@@ -64,8 +63,9 @@ train(cfg, model=TinySeg(), progress=False)
 """
 
 
+@pytest.mark.integration
 def test_case_r_kill_branch_kill_9_while_a_checkpoint_is_written_then_resume_is_exact(tiny_root, tmp_path, one_thread):
-    from trashlib.checkpoint import last_checkpoint
+    from trashlib.runs.checkpoint import last_checkpoint
     from trashlib.runs import Run
     from trashlib.training import train
 
@@ -199,9 +199,10 @@ def test_case_r_profile_missing_file_and_notebook_typo_on_the_command_line(tmp_p
 
 # -- r-metrics: a damaged reports/metrics/*.json before the wrap-up page --------------------------------
 def _good_metrics() -> dict:
-    from test_wrapup import METRICS
+    """The wrap-up fixture's records as their files hold them (schema and version first)."""
+    from test_wrapup import METRICS, records
 
-    return json.loads(json.dumps(METRICS))
+    return {nb: json.loads(json.dumps(r.file_dict())) for nb, r in records(METRICS).items()}
 
 
 DAMAGES = {  # notebook, how its file is damaged, a number of it that must not appear on the page
@@ -216,10 +217,15 @@ DAMAGES = {  # notebook, how its file is damaged, a number of it that must not a
         k: {**v, "seeds": "abc"} for k, v in m["variants"].items()}}), "0.305"),
     "stages-not-a-list": ("05_crf_ensemble", lambda text, m: json.dumps({"stages": "abc"}), None),
     "not-an-object": ("02_baseline_mask2former", lambda text, m: "[1, 2]", None),
+    "older-version": ("07_submission", lambda text, m: json.dumps({**m, "version": 0}), "0.290"),
+    "no-version": ("07_submission", lambda text, m: json.dumps({k: v for k, v in m.items() if k != "version"}),
+                   "0.290"),
+    "unknown-key": ("02_baseline_mask2former", lambda text, m: json.dumps({**m, "val_miou_mean": 0.9}), None),
 }
 
 
 @pytest.mark.parametrize("case", list(DAMAGES))
+@pytest.mark.integration
 def test_case_r_metrics_a_damaged_file_is_named_and_its_sections_marked_unreadable(tmp_path, monkeypatch, capsys,
                                                                                   case):
     """The page is still built (one damaged file must not hide the rest of an hour's report), its sections of
@@ -245,7 +251,7 @@ def test_case_r_metrics_a_damaged_file_is_named_and_its_sections_marked_unreadab
     assert "Traceback" not in page and f"{notebook}.json" in page
     assert "unreadable" in page
     assert f"unreadable: {path}" in out
-    stage_table = page[page.index('id="waterfall"'):page.index('id="seed-table"')]
+    stage_table = page[page.index('id="waterfall"'):page.index('id="winners-table"')]
     if notebook != "07_submission":
         assert "unreadable" in stage_table
     else:  # what was submitted is unknown: the summary shows no stand-in number
@@ -262,13 +268,17 @@ def test_case_r_metrics_load_metrics_names_the_damaged_file(tmp_path, monkeypatc
     monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path)
     (tmp_path / "metrics").mkdir()
     path = tmp_path / "metrics" / "05_crf_ensemble.json"
-    for text, fault in (('{"stages": [', "invalid JSON"), ('{"stages": [{"name": "a", "val_mIoU": NaN}]}',
-                                                             r"stages\[0\]\.val_mIoU")):
+    head = '"schema": "05_crf_ensemble", "version": 1'
+    for text, fault in (('{"stages": [', "invalid JSON"),
+                        ('{%s, "stages": [{"name": "a", "val_mIoU": NaN}]}' % head, r"stages\[0\]\.val_mIoU"),
+                        ('{"stages": []}', "no schema version"),
+                        ('{%s, "stages": [], "stagez": 1}' % head, "stagez: not a key of StagesRecord")):
         path.write_text(text)
         with pytest.raises(ValueError, match=f"{path}: {fault}"):
             store.load_metrics("05_crf_ensemble")
 
 
+@pytest.mark.integration
 def test_case_r_metrics_a_damaged_runs_record_file_is_dropped_not_a_traceback(tmp_path, monkeypatch, capsys):
     from trashlib.cli import main
     from trashlib.reporting import runner
@@ -306,6 +316,7 @@ def _ran(input_path, output_path, **kw):
     Path(output_path).write_text(Path(input_path).read_text(encoding="utf-8"), encoding="utf-8")
 
 
+@pytest.mark.integration
 def test_case_r_kill_report_kill_9_mid_notebook_then_rerun_completes_and_cleans_up(tmp_path, monkeypatch, capsys):
     import papermill
 

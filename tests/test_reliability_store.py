@@ -20,10 +20,10 @@ from trashlib import paths
 from trashlib.cli import main
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset
-from trashlib.evaluation import evaluate_index
 from trashlib.metrics import confusion_matrix
-from trashlib.probs import INDEX_FILE, ProbIndex, ProbWriter
+from trashlib.predict.probs import INDEX_FILE, ProbIndex, ProbWriter
 from trashlib.runs import Run
+from trashlib.scoring.evaluation import evaluate_index
 from trashlib.submission import index_to_submission, validate_submission
 
 
@@ -109,7 +109,7 @@ def test_case_s3_stages_and_sweeps_score_the_first_images_only_on_request(root, 
     """What notebooks 02 and 05 do: max_images asks for the split's first images, and the output says so."""
     from trashlib.postprocess.ensemble import fit_weights
     from trashlib.postprocess.consensus import sweep_overwrite
-    from trashlib.postprocess.recipe import Recipe
+    from trashlib.postprocess.recipe import StageRecipe
     from trashlib.postprocess.stages import evaluate_stage
 
     names = TrashDataset(root, "val").file_names
@@ -117,8 +117,8 @@ def test_case_s3_stages_and_sweeps_score_the_first_images_only_on_request(root, 
     monkeypatch.setattr("trashlib.postprocess.recipe.resolve_run", lambda name: name)
     monkeypatch.setattr("trashlib.postprocess.recipe.predict", lambda name, *a, **k: parts[int(name[-1])])
     with pytest.raises(ValueError, match="covers 2 of the split's 3 images"):
-        evaluate_stage(Recipe(("run0",)), root, "val")
-    stage = evaluate_stage(Recipe(("run0", "run1"), vote="soft"), root, "val", max_images=2)
+        evaluate_stage(StageRecipe(("run0",)), root, "val")
+    stage = evaluate_stage(StageRecipe(("run0", "run1"), vote="soft"), root, "val", max_images=2)
     assert stage.evaluation.coverage == "2 of 3 images"
     for score in (lambda **k: fit_weights(parts, root, "val", rounds=1, progress=False, **k),
                   lambda **k: sweep_overwrite(parts[0], parts[1:], root, "val", progress=False, **k)):
@@ -225,6 +225,7 @@ def test_case_s6_a_resume_without_index_reads_every_map_it_keeps(root, fake_run,
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.integration
 def test_case_s9_predict_submission_mends_a_damaged_map(root256, fake_run, capsys, tmp_path):
     csv = tmp_path / "sub.csv"
     assert cli(capsys, "predict", fake_run, "--data", root256, "--split", "test")[0] == 0
@@ -385,6 +386,7 @@ def _harmless(rng, folder: Path) -> None:
     (folder / INDEX_FILE).write_text(json.dumps(meta))
 
 
+@pytest.mark.integration
 def test_case_sfuzz_a_damaged_store_is_a_named_error_or_the_right_score(root, tmp_path):
     rng = np.random.default_rng(25)
     maps = noisy_maps(root, "val")
@@ -418,6 +420,7 @@ def test_case_sfuzz_a_damaged_store_is_a_named_error_or_the_right_score(root, tm
     assert outcomes["error"] > 150 and outcomes["score"] > 50, outcomes  # both outcomes were exercised
 
 
+@pytest.mark.integration
 def test_case_sfuzz_a_resume_keeps_only_maps_that_check_out_and_redoes_the_rest(root, tmp_path):
     rng = np.random.default_rng(6)
     maps = noisy_maps(root, "val")

@@ -16,20 +16,23 @@ import numpy as np
 import pytest
 import torch
 
-from test_training import TinySeg, _without_time, small_cfg
 from conftest import cli_help
+from test_training import TinySeg, _without_time, small_cfg
+
+# training, and processes killed mid-write (`make test` runs it; `make test-fast` leaves it out)
+pytestmark = pytest.mark.integration
 
 TESTS = Path(__file__).resolve().parent
 
 
 def _last_step(run) -> int:
-    from trashlib.checkpoint import read_metadata
+    from trashlib.runs.checkpoint import read_metadata
 
     return read_metadata(run.checkpoint("last"))["step"]
 
 
 def _weights(run, which="last"):
-    from trashlib.checkpoint import load_weights
+    from trashlib.runs.checkpoint import load_weights
 
     path = run.checkpoint(which)
     return load_weights(path, prefix="model/" if which == "last" else "")
@@ -45,7 +48,7 @@ def _poison(path: Path) -> None:
     """Rewrite a safetensors file with one NaN in its first floating tensor, metadata kept."""
     from safetensors.torch import load_file, save_file
 
-    from trashlib.checkpoint import read_metadata
+    from trashlib.runs.checkpoint import read_metadata
 
     tensors = load_file(str(path))
     key = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
@@ -78,8 +81,8 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tiny_root):
 
 
 def test_non_finite_weights_are_refused_when_loading(tiny_root, tmp_path, monkeypatch):
-    import trashlib.runs
-    from trashlib.inference import TTA, predict
+    import trashlib.runs.folder
+    from trashlib.predict.inference import TTA, predict
     from trashlib.training import train
 
     torch.manual_seed(0)
@@ -87,7 +90,8 @@ def test_non_finite_weights_are_refused_when_loading(tiny_root, tmp_path, monkey
     _poison(run.checkpoint("best"))
     with pytest.raises(ValueError, match=r"best\.safetensors.*(NaN|non-finite)"):
         run.load_model("best", model=TinySeg())
-    monkeypatch.setattr(trashlib.runs, "build_model", lambda *a, **k: TinySeg())  # the run's model name is a test's
+    # the run's model name is a test's
+    monkeypatch.setattr(trashlib.runs.folder, "build_model", lambda *a, **k: TinySeg())
     with pytest.raises(ValueError, match=r"best\.safetensors.*(NaN|non-finite)"):
         predict(run, tiny_root, "test", tta=TTA(hflip=False), out_dir=tmp_path / "probs", progress=False,
                 workers=0, device="cpu", which="best")
@@ -152,7 +156,7 @@ class Killed(BaseException):
 
 
 def test_a_crash_between_the_checkpoint_files_leaves_a_resumable_run(tiny_root, monkeypatch):
-    import trashlib.checkpoint as checkpoint
+    import trashlib.runs.checkpoint as checkpoint
     from trashlib.training import train
 
     cfg = small_cfg(tiny_root, steps=8, eval_every=3, save_every=1, class_weighting="cdb", grad_accum=2)
@@ -290,7 +294,7 @@ def test_kill_9_many_times_then_resume_is_exact(tiny_root, tmp_path):
 
 # -- 4. tracebacks that should be sentences ---------------------------------------------------------
 def test_garbage_or_truncated_safetensors_names_the_file(tiny_root, tmp_path):
-    from trashlib.checkpoint import load_weights, read_metadata
+    from trashlib.runs.checkpoint import load_weights, read_metadata
     from trashlib.training import train
 
     torch.manual_seed(0)

@@ -1,15 +1,18 @@
 """Report profiles: one training budget, typos refused with the file and the valid names, clear YAML errors."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import textwrap
 from types import SimpleNamespace
 
 import pytest
 
-from trashlib import parameters, paths
+from trashlib import paths
 from trashlib.config import TrainConfig
-from trashlib.reporting import store
+from trashlib.reporting import parameters, runner, store
+from trashlib.reporting.findings import as_markdown, markdown_bullets
 
 BASELINE, BACKBONES = "02_baseline_mask2former", "03_backbones_dinat_semask"
 
@@ -129,14 +132,6 @@ def test_parameter_names_come_from_the_tagged_cell(tmp_path):
     assert parameters.notebook_parameter_names(tmp_path / "n.ipynb") == ["a", "b", "c", "d"]
 
 
-def test_reported_runs_reads_run_and_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path)
-    store.save_metrics(BASELINE, {"run": "swin_a", "val_mIoU": 0.1})
-    store.save_metrics(BACKBONES, {"runs": ["swin_a", "dinat_b"]})
-    assert store.reported_runs([BASELINE, BACKBONES, "05_not_run_yet"]) == ["swin_a", "dinat_b"]
-    assert store.reported_runs(["05_not_run_yet"]) == []
-
-
 def test_cpu_profile_trunk_pastes_rare_classes_and_each_arm_pastes_only_what_its_name_says(tmp_path):
     prof = parameters.load_profile("cpu")
     trunk_cfg = parameters.training_config(prof["training"], model="mask2former-swin", data_root="/x")
@@ -174,3 +169,17 @@ def test_03s_lists_of_models_must_name_models(tmp_path, key):
     path = _profile(tmp_path, f"notebooks:\n  {BACKBONES}:\n    {key}: [semask-swim]\n")
     with pytest.raises(ValueError, match=f"notebooks.{BACKBONES}.{key} names 'semask-swim'.*semask-swin"):
         parameters.load_profile(path)
+
+
+def test_a_rendered_page_gets_one_button_that_folds_the_code():
+    page = runner.with_code_toggle('<html><head></head><body class="jp-Notebook">\n<div>x</div></body></html>')
+    assert page.count('id="trashlib-code-toggle"') == 1 and page.index("<button") > page.index("<body")
+    assert runner.with_code_toggle("no body") == "no body"
+
+
+def test_findings_print_as_markdown_bullets():
+    assert markdown_bullets("- a\nplain line\n    by class: x\n\n") == "- a\n- plain line\n  by class: x"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), as_markdown():  # outside IPython: the lines as they were printed
+        print("- one")
+    assert out.getvalue() == "- one\n"

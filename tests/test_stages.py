@@ -1,6 +1,7 @@
 """Stages of notebook 05: the reported runs, recipes rebuilt on a split, the stage table, the stage 07 submits."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,20 +12,21 @@ from conftest import confident, write_index
 
 from trashlib import paths
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
-from trashlib.compare import ArmResults
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset
-from trashlib.evaluation import Evaluation
-from trashlib.inference import TTA
 from trashlib.metrics import Scores
 from trashlib.postprocess import stages
 from trashlib.postprocess.consensus import overwrite_index
 from trashlib.postprocess.crf import PRESETS, CRFParams, crf_index
 from trashlib.postprocess.ensemble import ensemble
-from trashlib.postprocess.recipe import Recipe, apply_recipe, pick_stage
+from trashlib.postprocess.recipe import StageRecipe, apply_recipe, pick_stage
 from trashlib.postprocess.stages import (Stage, choose_members, class_deltas, crf_changes, lessons, rank_runs,
                                          spread_group, stage_records, stage_table, sweep_grid)
+from trashlib.predict.inference import TTA
 from trashlib.reporting import store
+from trashlib.reporting.records import BackbonesRecord, BaselineRecord, CopyPasteRecord, StagesRecord
+from trashlib.scoring.compare import ArmResults
+from trashlib.scoring.evaluation import Evaluation
 
 BASELINE, BACKBONES, COPY_PASTE = stages.REPORTING_NOTEBOOKS
 
@@ -56,26 +58,26 @@ def scores(miou: float, per_class=None) -> Scores:
 
 # -- the reported runs ------------------------------------------------------------------------------
 def test_reported_run_groups_reads_every_notebooks_keys_and_skips_missing_ones():
-    store.save_metrics(BASELINE, {"run_names": ["base_s1", "base_s2"], "trunk_run": "trunk"})
-    store.save_metrics(BACKBONES, {"runs": ["trunk", "mask2former-dinat-tiny_b8x10_data-128"]})
-    store.save_metrics(COPY_PASTE, {"variants": {"none": {"run_names": ["base_s1", "base_s2"]},
-                                                  "online": {"run_names": ["cp_s1", "cp_s2", "cp_s3"]}}})
-    assert store.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE, "05_not_run_yet"]) == {
+    store.save_metrics(BaselineRecord(run_names=["base_s1", "base_s2"], trunk_run="trunk"))
+    store.save_metrics(BackbonesRecord(runs=["trunk", "mask2former-dinat-tiny_b8x10_data-128"]))
+    store.save_metrics(CopyPasteRecord(variants={"none": {"run_names": ["base_s1", "base_s2"]},
+                                                 "online": {"run_names": ["cp_s1", "cp_s2", "cp_s3"]}}))
+    assert store.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE, "05_crf_ensemble"]) == {
         "02 seeds": ["base_s1", "base_s2"], "02 trunk": ["trunk"],
         "03 mask2former-dinat-tiny": ["mask2former-dinat-tiny_b8x10_data-128"],  # the trunk is not repeated
         "04 online": ["cp_s1", "cp_s2", "cp_s3"]}                                # "none" repeats 02's seeds
     # 04 also saves every run in a flat `runs` list: its arms must still be grouped by variant, and
     # 03's per-model records by model, so that the seeds of one arm measure the noise
-    store.save_metrics(COPY_PASTE, {"runs": ["base_s1", "cp_s1", "cp_s2", "cp_s3", "mix_s1", "mix_s2"],
-                                     "variants": {"online": {"run_names": ["cp_s1", "cp_s2", "cp_s3"]},
-                                                  "classmix": {"run_names": ["mix_s1", "mix_s2"]}}})
-    store.save_metrics(BACKBONES, {"runs": ["seg_s0", "seg_s1"], "models": {"segformer": {"run_names": ["seg_s0", "seg_s1"]}}})
+    store.save_metrics(CopyPasteRecord(runs=["base_s1", "cp_s1", "cp_s2", "cp_s3", "mix_s1", "mix_s2"],
+                                       variants={"online": {"run_names": ["cp_s1", "cp_s2", "cp_s3"]},
+                                                 "classmix": {"run_names": ["mix_s1", "mix_s2"]}}))
+    store.save_metrics(BackbonesRecord(runs=["seg_s0", "seg_s1"],
+                                       models={"segformer": {"run_names": ["seg_s0", "seg_s1"]}}))
     assert store.reported_run_groups([BASELINE, BACKBONES, COPY_PASTE]) == {
         "02 seeds": ["base_s1", "base_s2"], "02 trunk": ["trunk"], "03 segformer": ["seg_s0", "seg_s1"],
         "04 online": ["cp_s1", "cp_s2", "cp_s3"], "04 classmix": ["mix_s1", "mix_s2"]}
-    store.save_metrics(BASELINE, {"run": "swin_a"})  # the older single-run form
-    assert store.reported_run_groups([BASELINE]) == {"02 swin": ["swin_a"]}
-    assert store.reported_run_groups(["04_not_run_yet"]) == {}
+    with pytest.raises(ValueError, match="no metrics record for notebook '04_not_run_yet'"):
+        store.reported_run_groups(["04_not_run_yet"])
 
 
 @pytest.mark.parametrize("metrics, key", [({"run_names": "a b".split() + [3]}, "run_names"),
@@ -83,7 +85,9 @@ def test_reported_run_groups_reads_every_notebooks_keys_and_skips_missing_ones()
                                           ({"variants": ["a"]}, "variants"),
                                           ({"variants": {"online": {"runs": ["a"]}}}, "variants.online")])
 def test_a_malformed_metrics_entry_names_the_file_and_key(metrics, key):
-    store.save_metrics(COPY_PASTE, metrics)
+    path = paths.REPORTS_DIR / "metrics" / f"{COPY_PASTE}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"schema": COPY_PASTE, "version": CopyPasteRecord.VERSION, **metrics}))
     with pytest.raises(ValueError, match=key) as err:
         store.reported_run_groups([COPY_PASTE])
     assert "04_copy_paste.json" in str(err.value)
@@ -98,7 +102,7 @@ def test_collect_runs_keeps_finished_runs_on_this_data_root_and_falls_back_to_ev
     fallback = stages.collect_runs(tiny_root)
     assert {k: [r.name for r in v] for k, v in fallback.items()} == {"base": ["base_s1", "base_s2"],
                                                                      "trunk": ["trunk"]}
-    store.save_metrics(BASELINE, {"run_names": ["base_s1", "base_s2", "gone_s3"], "trunk_run": "trunk"})
+    store.save_metrics(BaselineRecord(run_names=["base_s1", "base_s2", "gone_s3"], trunk_run="trunk"))
     with pytest.warns(UserWarning, match="gone_s3"):
         found = stages.collect_runs(tiny_root)
     assert {k: [r.name for r in v] for k, v in found.items()} == {"02 seeds": ["base_s1", "base_s2"],
@@ -133,11 +137,11 @@ def test_members_take_one_architecture_each_first_and_only_runs_above_the_floor(
 
 # -- recipes -----------------------------------------------------------------------------------------
 def test_recipe_round_trips_and_refuses_bad_values():
-    r = Recipe(("a", "b", "c"), tta=TTA(hflip=True), vote="soft", weights=(0.5, 0.25, 0.25),
+    r = StageRecipe(("a", "b", "c"), tta=TTA(hflip=True), vote="soft", weights=(0.5, 0.25, 0.25),
                crf=PRESETS["peers-a"], overwrite=3, max_area=1024)
-    assert Recipe.from_dict(json.loads(json.dumps(r.as_dict()))) == r
+    assert StageRecipe.from_dict(json.loads(json.dumps(r.as_dict()))) == r
     assert r.describe() == "3 runs, soft vote (0.50/0.25/0.25) + CRF g3-3_b10-50-5_i40 + overwrite k=3, area <= 1024"
-    assert Recipe("a").members == ("a",) and Recipe("a").describe() == "a"
+    assert StageRecipe("a").members == ("a",) and StageRecipe("a").describe() == "a"
     for bad, match in [(dict(members=()), "distinct run names"), (dict(members=("a", "a"), vote="soft"), "distinct"),
                        (dict(members=("a", "b")), "need a vote"), (dict(members=("a", "b"), vote="mean"), "valid: soft"),
                        (dict(members=("a", "b"), vote="hard", weights=(1, 1)), "soft vote only"),
@@ -149,11 +153,11 @@ def test_recipe_round_trips_and_refuses_bad_values():
                        (dict(members=("a",), max_area=10), "needs overwrite"),
                        (dict(members=("a",), crf={"srgb": float("inf")}), "srgb")]:
         with pytest.raises(ValueError, match=match):
-            Recipe(**bad)
+            StageRecipe(**bad)
     with pytest.raises(ValueError, match=r"05\.json: unknown keys \['vots'\]"):
-        Recipe.from_dict({"members": ["a"], "vots": "soft"}, where="05.json")
+        StageRecipe.from_dict({"members": ["a"], "vots": "soft"}, where="05.json")
     with pytest.raises(ValueError, match="05.json: .*need a vote"):
-        Recipe.from_dict({"members": ["a", "b"]}, where="05.json")
+        StageRecipe.from_dict({"members": ["a", "b"]}, where="05.json")
 
 
 @pytest.fixture
@@ -176,14 +180,14 @@ def members(tiny_root, monkeypatch):
 
 
 def test_apply_recipe_is_the_chain_of_vote_crf_and_overwrite(tiny_root, members):
-    recipe = Recipe(tuple(members), vote="soft", weights=(0.5, 0.3, 0.2), crf=CRFParams(iters=2), overwrite=2)
+    recipe = StageRecipe(tuple(members), vote="soft", weights=(0.5, 0.3, 0.2), crf=CRFParams(iters=2), overwrite=2)
     out = apply_recipe(recipe, tiny_root, "val", workers=1)
     inputs = list(members.values())
     voted = ensemble(inputs, weights=(0.5, 0.3, 0.2), progress=False)
     expected = overwrite_index(crf_index(voted, tiny_root, "val", CRFParams(iters=2), workers=1, progress=False),
                                inputs, k=2, progress=False)
     assert out.path == expected.path and len(out) == len(inputs[0])
-    assert apply_recipe(Recipe(("run1",)), tiny_root, "val").path == members["run1"].path  # a single run: its maps
+    assert apply_recipe(StageRecipe(("run1",)), tiny_root, "val").path == members["run1"].path  # a single run: its maps
     stage = stages.evaluate_stage(recipe.replace(crf=None, overwrite=None), tiny_root, "val")
     assert stage.index.path == voted.path and 0 < stage.scores.miou <= 1
 
@@ -203,7 +207,8 @@ def test_stage_table_judges_each_stage_against_the_one_it_builds_on():
     assert table["small-object recall"].isna().all()  # bare scores: no objects counted
     hits = np.zeros((2, 2, NUM_CLASSES), np.int64)
     hits[:, 1, 4], hits[0, 0, 4] = 2, 1  # 1 of 4 Metal objects found
-    counted = {"a": Stage(Recipe(("a",)), None, Evaluation(None, scores(0.5), None, objects=hits)), "b": scores(0.6)}
+    counted = {"a": Stage(StageRecipe(("a",)), None, Evaluation(None, scores(0.5), None, objects=hits)),
+               "b": scores(0.6)}
     assert stage_table(counted, {"b": "a"}, noise=noise)["small-object recall"].tolist()[0] == 0.25
     with pytest.raises(ValueError, match="not a stage"):
         stage_table(s, {"soft vote": "weighted"}, noise=noise)
@@ -219,7 +224,7 @@ def test_stage_table_judges_each_stage_against_the_one_it_builds_on():
 
 
 def test_stages_scored_image_by_image_get_both_sources_of_noise_and_per_class_intervals():
-    from trashlib.evaluation import evaluate_label_maps
+    from trashlib.scoring.evaluation import evaluate_label_maps
 
     rng = np.random.default_rng(0)
     masks = [rng.integers(0, 5, size=(16, 16)) for _ in range(12)]
@@ -229,7 +234,7 @@ def test_stages_scored_image_by_image_get_both_sources_of_noise_and_per_class_in
         evaluation = evaluate_label_maps((f"{i}.jpg", p, m) for i, (p, m) in enumerate(zip(preds, masks)))
         assert evaluation.confusions.shape == (12, NUM_CLASSES, NUM_CLASSES)
         assert (evaluation.confusions.sum(0) == evaluation.confusion).all()
-        return Stage(Recipe(("a",)), type("Index", (), {"path": "p"})(), evaluation)
+        return Stage(StageRecipe(("a",)), type("Index", (), {"path": "p"})(), evaluation)
 
     built = {"best single": stage(0.6), "+ CRF": stage(0.3)}
     noise = ArmResults([scores(0.30), scores(0.31), scores(0.29)], seeds=[1, 2, 3])
@@ -280,21 +285,21 @@ def test_sweep_grid_scales_sxy_and_sets_iterations():
 # -- the stage 07 submits ---------------------------------------------------------------------------
 def saved_stages(tiny_root, mious=(0.5, 0.6, 0.6, 0.55)):
     """05's metrics as the notebook saves them, for stages with the given val mIoUs."""
-    recipes = [Recipe(("a",)), Recipe(("a", "b"), vote="soft"), Recipe(("a", "b"), vote="hard"),
-               Recipe(("a", "b"), vote="soft", crf=CRFParams(), overwrite=2)]
+    recipes = [StageRecipe(("a",)), StageRecipe(("a", "b"), vote="soft"), StageRecipe(("a", "b"), vote="hard"),
+               StageRecipe(("a", "b"), vote="soft", crf=CRFParams(), overwrite=2)]
     names = ["best single", "soft vote", "hard vote", "+ overwrite"]
     built = {n: Stage(r, type("Index", (), {"path": f"/probs/{n}"})(), Evaluation(None, scores(m), None))
              for n, r, m in zip(names, recipes, mious)}
     table = stage_table(built, {n: names[0] for n in names[1:]})
-    return {"data_root": str(tiny_root), "stages": json.loads(json.dumps(store.jsonable(stage_records(built, table))))}
+    return StagesRecord(data_root=str(tiny_root), stages=stage_records(built, table))
 
 
 def test_pick_stage_follows_the_source(tiny_root, tmp_path):
     metrics = saved_stages(tiny_root)
     assert pick_stage(metrics, "best-run", data_root=tiny_root) is None
     best = pick_stage(metrics, "best-on-val", data_root=tiny_root)
-    assert best["name"] == "soft vote" and best["recipe"] == Recipe(("a", "b"), vote="soft")  # a tie: the earlier
-    assert best["slug"] == "05-soft-vote" and best["index"] == "/probs/soft vote"
+    assert best["name"] == "soft vote" and best["recipe"] == StageRecipe(("a", "b"), vote="soft")  # a tie: the earlier
+    assert best["slug"] == "05-soft-vote" and best["val_mIoU"] == 0.6
     last = pick_stage(metrics, "ensemble", data_root=tiny_root)
     assert last["name"] == "+ overwrite" and last["recipe"].overwrite == 2 and last["slug"] == "05-overwrite"
     assert pick_stage(None, "best-on-val", data_root=tiny_root) is None  # 05 has not run: the best run
@@ -304,25 +309,25 @@ def test_pick_stage_follows_the_source(tiny_root, tmp_path):
         pick_stage(metrics, "best", data_root=tiny_root)
     with pytest.raises(ValueError, match="not on"):
         pick_stage(metrics, "ensemble", data_root=tmp_path)
-    broken = {**metrics, "stages": [{**metrics["stages"][0], "recipe": {"members": []}}]}
+    broken = dataclasses.replace(metrics, stages=[dataclasses.replace(metrics.stages[0], recipe={"members": []})])
     with pytest.raises(ValueError, match=r"05_crf_ensemble\.json: stages\[0\]\.recipe"):
         pick_stage(broken, "ensemble", data_root=tiny_root)
     with pytest.raises(ValueError, match="non-empty list"):
-        pick_stage({"stages": []}, "best-on-val", data_root=tiny_root)
-    nan = {**metrics, "stages": [{**s, "val_mIoU": None} for s in metrics["stages"]]}
+        pick_stage(StagesRecord(stages=[]), "best-on-val", data_root=tiny_root)
+    nan = dataclasses.replace(metrics, stages=[dataclasses.replace(s, val_mIoU=None) for s in metrics.stages])
     with pytest.raises(ValueError, match="finite val_mIoU"):
         pick_stage(nan, "best-on-val", data_root=tiny_root)
 
 
 def test_stage_records_are_what_the_report_and_the_teacher_read(tiny_root):
     metrics = saved_stages(tiny_root)
-    first, last = metrics["stages"][0], metrics["stages"][-1]
-    assert first["built_on"] is None and first["delta"] is None and first["verdict"] == "reference"
-    assert first["small_object_recall"] is None  # these evaluations counted no objects
-    assert last["runs"] == ["a", "b"] and last["recipe"]["overwrite"] == 2 and len(last["per_class_iou"]) == NUM_CLASSES
+    first, last = metrics.stages[0], metrics.stages[-1]
+    assert first.built_on is None and first.delta is None and first.verdict == "reference"
+    assert first.small_object_recall is None  # these evaluations counted no objects
+    assert last.runs == ["a", "b"] and last.recipe["overwrite"] == 2 and len(last.per_class_iou) == NUM_CLASSES
     names = ["best single", "soft vote", "+ CRF"]
-    recipes = [Recipe(("a",)), Recipe(("a", "b"), vote="soft", weights=(3, 1)),
-               Recipe(("a", "b"), vote="soft", weights=(3, 1), crf=CRFParams())]
+    recipes = [StageRecipe(("a",)), StageRecipe(("a", "b"), vote="soft", weights=(3, 1)),
+               StageRecipe(("a", "b"), vote="soft", weights=(3, 1), crf=CRFParams())]
     built = {n: Stage(r, type("Index", (), {"path": n})(), Evaluation(None, scores(m), None))
              for n, r, m in zip(names, recipes, [0.5, 0.4, 0.45])}
     table = stage_table(built, {"soft vote": "best single", "+ CRF": "soft vote"})
@@ -330,13 +335,14 @@ def test_stage_records_are_what_the_report_and_the_teacher_read(tiny_root):
     records = stage_records(built, table, noise=noise)
     assert records[0]["val_mIoU_std"] == pytest.approx(np.std([0.5, 0.4], ddof=1)) and records[0]["seeds"] == 2
     assert "seeds" not in records[1]
-    saved = {"data_root": str(tiny_root), "stages": json.loads(json.dumps(store.jsonable(records)))}
+    saved = StagesRecord(data_root=str(tiny_root), stages=records)
     teacher = pick_stage(saved, "best-ensemble", data_root=tiny_root)  # notebook 06's teacher reads it back
     assert teacher["name"] == "+ CRF" and teacher["recipe"] == recipes[2]  # the best with a vote, not the single run
-    assert pick_stage({**saved, "stages": saved["stages"][:1]}, "best-ensemble", data_root=tiny_root) is None
+    assert pick_stage(dataclasses.replace(saved, stages=saved.stages[:1]), "best-ensemble", data_root=tiny_root) is None
     assert pick_stage(None, "best-ensemble", data_root=tiny_root) is None
 
 
+@pytest.mark.integration
 def test_a_recipe_rebuilt_on_the_test_split_makes_a_valid_submission(tmp_path, monkeypatch):
     """What notebook 07 does with 05's recipe: members' test maps -> vote -> CRF -> overwrite -> CSV."""
     from conftest import make_tiny_dataset
@@ -353,8 +359,8 @@ def test_a_recipe_rebuilt_on_the_test_split_makes_a_valid_submission(tmp_path, m
     monkeypatch.setattr("trashlib.postprocess.recipe.resolve_run", lambda name: name)
     monkeypatch.setattr("trashlib.postprocess.recipe.predict", lambda name, *a, **k: indices[name])
     stage = {"name": "+ overwrite", "val_mIoU": 0.5,
-             "recipe": Recipe(tuple(indices), vote="hard", crf=CRFParams(iters=2), overwrite=3).as_dict()}
-    chosen = pick_stage({"data_root": str(root), "stages": [stage]}, "ensemble", data_root=root)
+             "recipe": StageRecipe(tuple(indices), vote="hard", crf=CRFParams(iters=2), overwrite=3).as_dict()}
+    chosen = pick_stage(StagesRecord(data_root=str(root), stages=[stage]), "ensemble", data_root=root)
     index = apply_recipe(chosen["recipe"], root, "test", workers=1)
     out = index_to_submission(index, tmp_path / f"{chosen['slug']}.csv")
     assert out.name == "05-overwrite.csv" and validate_submission(out, root / "test.json") == []

@@ -7,8 +7,8 @@ import pathlib
 
 import pytest
 
-from trashlib.config import TrainConfig
 from conftest import cli_help
+from trashlib.config import TrainConfig
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "trashlib"
 # Imported inside functions on purpose: heavy (seconds) or optional (notebook extras, GPU kernels).
@@ -102,6 +102,24 @@ def test_function_local_imports_only_for_heavy_optional_packages():
     assert local == []
 
 
+def test_only_plots_draws():
+    """Pictures have one home: no module outside trashlib.plots imports matplotlib or seaborn."""
+    drawing = sorted(name for name, targets in _external_imports().items()
+                     if not name.startswith("trashlib.plots") and targets & {"matplotlib", "seaborn"})
+    assert drawing == []
+
+
+def test_only_the_report_and_the_cli_run_the_report():
+    callers = sorted(m for m, targets in GRAPH.items() if "trashlib.reporting.runner" in targets)
+    assert callers and all(m.startswith("trashlib.reporting") or m == "trashlib.cli" for m in callers), callers
+
+
+def _external_imports() -> dict[str, set[str]]:
+    """The top-level packages outside trashlib that each module imports."""
+    return {name: {t.split(".")[0] for t, _ in _imports(name, path, tree) if not t.startswith("trashlib")}
+            for name, path, tree in _modules()}
+
+
 def test_paths_only_computes_paths():
     assert GRAPH["trashlib.paths"] == set()
 
@@ -143,3 +161,16 @@ def test_config_from_command_line(argv, expected):
 def test_non_finite_numbers_are_refused(bad):
     with pytest.raises(ValueError, match="finite"):
         TrainConfig(**bad)
+
+
+def test_a_shown_path_does_not_say_where_the_machine_keeps_the_project(monkeypatch, tmp_path):
+    from trashlib import paths
+
+    monkeypatch.setattr(paths, "PROJECT_DIR", tmp_path / "project")
+    monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "elsewhere" / "runs")
+    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "project" / "reports")
+    assert paths.shown(tmp_path / "project" / "data" / "raw" / "x") == "data/raw/x"
+    assert paths.shown(tmp_path / "elsewhere" / "runs" / "r1") == "runs/r1"
+    assert paths.shown(tmp_path / "project" / "reports" / "metrics" / "a.json") == "reports/metrics/a.json"
+    assert paths.shown(tmp_path / "project") == "."
+    assert paths.shown(pathlib.Path.home() / "photos") == "~/photos"

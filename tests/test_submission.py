@@ -10,14 +10,9 @@ import pytest
 import torch
 
 from trashlib.cli import main
-from trashlib.evaluation import score_submission
-from trashlib.submission import (
-    downsample_prediction,
-    encode_prediction,
-    read_submission,
-    validate_submission,
-    write_submission,
-)
+from trashlib.scoring.evaluation import score_submission
+from trashlib.submission import (downsample_prediction, encode_prediction, read_submission, validate_submission,
+                                 write_submission)
 
 IDS = [f"batch_01_vt/{i:04d}.jpg" for i in range(4)]
 ZEROS = encode_prediction(np.zeros((256, 256), np.uint8))

@@ -107,6 +107,7 @@ def test_mislabels_recorded_and_wrong(root):
     assert not test_ids & {m["annotation_id"] for m in meta["mislabels"]}, "test labels stay clean"
 
 
+@pytest.mark.integration
 def test_deterministic_and_independent_of_workers(tmp_path):
     kw = dict(seed=11, n_train=3, n_val=1, n_test=2, image_size=256)
     a = generate_dataset(tmp_path / "a", workers=1, **kw)

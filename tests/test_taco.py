@@ -219,6 +219,7 @@ def _reference(taco_raw_root: Path, name: str, size: int = 512):
 @pytest.mark.parametrize("name, orientation, grid", [("unofficial/000015.jpg", 6, "displayed"),
                                                      ("unofficial/000021.jpg", 6, "stored"),
                                                      ("unofficial/000014.jpg", 1, "displayed")])
+@pytest.mark.integration
 def test_real_photos_in_each_exif_case(sample, taco_raw_root, name, orientation, grid):
     (used,) = [o for o in sample.used if o.file_name == name]
     assert (used.grid.orientation, used.grid.grid) == (orientation, grid)
@@ -261,11 +262,12 @@ def test_real_sample_resumes_without_rewriting(sample, taco_raw_root):
     assert again.split == sample.split
 
 
+@pytest.mark.integration
 def test_one_training_step_and_a_submission_on_the_sample(sample, tmp_path):
     from test_training import TinySeg, small_cfg
 
-    from trashlib.evaluation import score_submission
-    from trashlib.inference import TTA, predict
+    from trashlib.scoring.evaluation import score_submission
+    from trashlib.predict.inference import TTA, predict
     from trashlib.submission import index_to_submission, validate_submission
     from trashlib.training import train
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from test_taco import box, taco_file
 from trashlib.data.check import check_dataset
 from trashlib.data.download import FetchError, fetch
 from trashlib.data.taco.build import ORIGINALS, build_taco
-from test_taco import box, taco_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,6 +109,7 @@ def leftovers(folder: Path) -> list[str]:
     ("html", dict(kind="text/html", body=b"<html>sign in</html>"), "content type text/html, not image/*", 1),
     ("503", dict(status=503), "HTTP 503 Service Unavailable (after 2 tries)", 2),
 ])
+@pytest.mark.integration
 def test_fetch_failures_leave_no_file(server, tmp_path, how, kw, reason, tries):
     url = server.photo(f"/{how}.jpg", how if how in ("truncated", "stall") else "ok", **kw)
     dest = tmp_path / "dl" / "x.jpg"
@@ -175,6 +176,7 @@ def served_taco(server: Server, *, n_good: int = 9, stall_at: str | None = None)
     server.routes["/data/annotations.json"] = (200, "text/plain; charset=utf-8", body, "ok")
 
 
+@pytest.mark.integration
 def test_build_leaves_out_each_failure_with_its_reason_then_resumes(server, tmp_path):
     served_taco(server)
     out = tmp_path / "taco"
@@ -203,6 +205,7 @@ def test_build_leaves_out_each_failure_with_its_reason_then_resumes(server, tmp_
     assert check_dataset(out) == []
 
 
+@pytest.mark.integration
 def test_a_killed_build_resumes(server, tmp_path):
     served_taco(server, stall_at="batch_1/000003.jpg")
     out = tmp_path / "taco"

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trashlib.models.base import SegmentationModel, SegOutput
-from trashlib.config import TrainConfig
 from conftest import cli_help
+from trashlib.config import TrainConfig
+from trashlib.models.base import SegmentationModel, SegOutput
+
+pytestmark = pytest.mark.integration  # every test trains a model (`make test` runs it; `make test-fast` leaves it out)
 
 
 class TinySeg(SegmentationModel):
@@ -157,7 +159,7 @@ def test_cdb_weights_by_hand():
 
 
 def test_validate_labels_each_pixel_with_the_first_most_probable_class():
-    from trashlib.batching import images_to_tensor
+    from trashlib.predict.batching import images_to_tensor
     from trashlib.metrics import confusion_matrix, scores
     from trashlib.training.validate import validate
 
@@ -320,8 +322,8 @@ def test_training_learns_above_the_background_floor(learn_root):
     assert best["mIoU"] > 2 * floor
     assert run.finished and (run.path / "environment.json").exists()
     assert set(best["per_class_iou"]) >= {"Background", "Paper"}
-    # the final evaluation's confusion per val image: what trashlib.compare resamples; it sums to the score
-    from trashlib.compare import run_scores, seed_results
+    # the final evaluation's confusion per val image: what trashlib.scoring.compare resamples; it sums to the score
+    from trashlib.scoring.compare import run_scores, seed_results
     from trashlib.data import TrashDataset
     from trashlib.metrics import scores
 
@@ -359,7 +361,7 @@ def test_per_image_records_round_trip_and_damaged_small_object_counts_are_named(
 
 
 def test_a_damaged_per_image_record_is_named(tiny_root):
-    from trashlib.compare import seed_results
+    from trashlib.scoring.compare import seed_results
     from trashlib.runs import EVAL_IMAGES_FILE
     from trashlib.training import train
 
@@ -374,7 +376,7 @@ def test_a_damaged_per_image_record_is_named(tiny_root):
 
 
 def _state(run):
-    from trashlib.checkpoint import load_weights
+    from trashlib.runs.checkpoint import load_weights
 
     return load_weights(run.checkpoint("last"), prefix="model/")
 
@@ -509,7 +511,7 @@ def test_training_reads_label_map_sets_with_ignore(tiny_root, tmp_path, monkeypa
 def test_checkpoints_are_safetensors_and_load(tiny_root):
     from trashlib.runs import Run, best_run, list_runs
     from trashlib.training import train
-    from trashlib.checkpoint import read_metadata
+    from trashlib.runs.checkpoint import read_metadata
 
     torch.manual_seed(0)
     model = TinySeg()
@@ -575,7 +577,7 @@ def test_cli_train_yaml_with_overrides(tiny_root, tmp_path, capsys):
 
 # -- trunk and branches ----------------------------------------------------------------------------
 def test_branch_starts_from_the_trunk_weights_and_resumes_exactly(tiny_root):
-    from trashlib.parameters import branch_config
+    from trashlib.reporting.parameters import branch_config
     from trashlib.training import train
 
     torch.manual_seed(0)
@@ -601,8 +603,8 @@ def test_branch_starts_from_the_trunk_weights_and_resumes_exactly(tiny_root):
 
 
 def test_branch_continues_the_trunks_adam_moments_under_its_own_learning_rate(tiny_root):
-    from trashlib.checkpoint import load_training_state
-    from trashlib.parameters import branch_config
+    from trashlib.runs.checkpoint import load_training_state
+    from trashlib.reporting.parameters import branch_config
     from trashlib.training import train
 
     torch.manual_seed(0)
@@ -618,9 +620,9 @@ def test_branch_continues_the_trunks_adam_moments_under_its_own_learning_rate(ti
 
 
 def test_semask_grows_from_a_swin_trunk_with_fresh_semantic_layers(tiny_root):
-    from trashlib.checkpoint import load_training_state
+    from trashlib.runs.checkpoint import load_training_state
     from trashlib.models import build_model
-    from trashlib.parameters import branch_config
+    from trashlib.reporting.parameters import branch_config
     from trashlib.training import train
     from trashlib.training.loop import make_optimizer
 

@@ -10,6 +10,7 @@ from trashlib import paths
 from trashlib.classes import CLASS_NAMES
 from trashlib.config import TrainConfig
 from trashlib.reporting import runner, store
+from trashlib.reporting.records import record_class
 from trashlib.reporting.waterfall import collect_steps
 
 IOU = {c: 0.5 for c in CLASS_NAMES}
@@ -41,10 +42,13 @@ METRICS = {
         "fields": {"none": {}, "offline": {"copy_paste": "offline", "cp_donors": "uniform"},
                    "classmix": {"copy_paste": "online", "cp_donors": "classmix"},
                    "online rare": {"copy_paste": "online", "cp_donors": "classes", "cp_classes": ["Metal"]}}},
-    "05_crf_ensemble": {"stages": [{"name": "best single", "val_mIoU": 0.33, "per_class_iou": IOU},
-                                   {"name": "soft ensemble", "val_mIoU": 0.35, "per_class_iou": IOU},
-                                   {"name": "+ CRF", "val_mIoU": 0.335, "per_class_iou": IOU, "built_on": "soft ensemble"},
-                                   {"name": "+ overwrite", "val_mIoU": 0.352, "per_class_iou": IOU}]},
+    "05_crf_ensemble": {"stages": [
+        {"name": "best single", "val_mIoU": 0.33, "per_class_iou": IOU, "recipe": {"members": ["a"]}},
+        {"name": "soft ensemble", "val_mIoU": 0.35, "per_class_iou": IOU, "recipe": {"members": ["a", "b"], "vote": "soft"}},
+        {"name": "+ CRF", "val_mIoU": 0.335, "per_class_iou": IOU, "built_on": "soft ensemble",
+         "recipe": {"members": ["a", "b"], "vote": "soft", "crf": {"iters": 5}}},
+        {"name": "+ overwrite", "val_mIoU": 0.352, "per_class_iou": IOU,
+         "recipe": {"members": ["a", "b"], "vote": "soft", "crf": {"iters": 5}, "overwrite": 2}}]},
     # 06 not run
     "07_submission": {"source": "best-on-val", "stage": "+ overwrite", "run": None, "val_mIoU": 0.352,
                       "recipe": {"members": ["trunk_branch", "semask-swin-tiny_x"]}, "test_mIoU": 0.29,
@@ -52,12 +56,17 @@ METRICS = {
 }
 
 
+def records(metrics: dict) -> dict:
+    """Each notebook's record made from a fixture's dict (unknown keys and wrong kinds refused)."""
+    return {nb: record_class(nb).from_dict(m) for nb, m in metrics.items()}
+
+
 @pytest.fixture
 def reports(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
     monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")
-    for nb, m in METRICS.items():
-        store.save_metrics(nb, m)
+    for record in records(METRICS).values():
+        store.save_metrics(record)
     run = tmp_path / "runs" / "trunk_branch"
     run.mkdir(parents=True)
     TrainConfig(model="mask2former-swin", seed=0).to_yaml(run / "config.yaml")
@@ -67,41 +76,44 @@ def reports(tmp_path, monkeypatch):
     return tmp_path / "reports"
 
 
+@pytest.mark.integration
 def test_the_index_holds_the_waterfall_and_the_tables(reports):
     records = [{"notebook": "02_baseline_mask2former", "title": "Baseline", "status": "ok", "error": None,
                 "seconds": 120, "parameters": {}}]
     page = runner.write_index(records, profile="cpu").read_text()
     assert (reports / "figures" / "wrapup_waterfall.png").stat().st_size > 1000
     assert 'src="figures/wrapup_waterfall.png"' in page and 'src="figures/wrapup_per_class.png"' in page
-    for heading in ("Summary", "The waterfall", "The seed's experiments, regenerated", "What worked, what did not",
-                    "Notebooks", "Figures"):
+    for heading in ("Summary", "The waterfall", "The winning team's experiments, regenerated",
+                    "What worked, what did not", "Notebooks", "Figures"):
         assert heading in page, heading
-    assert page.count("<table") >= 4                              # summary, waterfall, seed table, notebooks
-    waterfall = page[page.index('id="waterfall"'):page.index('id="seed-table"')]
+    assert page.count("<table") >= 4                              # summary, waterfall, winners' table, notebooks
+    waterfall = page[page.index('id="waterfall"'):page.index('id="winners-table"')]
     assert "0.300 ± 0.005" in waterfall and "semask-swin" in waterfall and "+0.030" in waterfall
     assert re.search(r"copy-paste.*?online rare.*?tie", waterfall, re.S)   # best variant: within noise
     assert "+ CRF" in waterfall and '<span class="loss">loss</span>' in waterfall   # -0.015: beyond 2 x 02's spread
     assert "pseudo labels (06)" in waterfall and "not run" in waterfall
     assert 'href="02_baseline_mask2former.html#' in waterfall                     # link to the notebook section
     assert "commit abcdef12" in waterfall and "seed 0" in waterfall and "(folder missing)" in waterfall
-    seed = page[page.index('id="seed-table"'):page.index('id="findings"')]
-    assert "Different dataset and scale" in seed and "0.7895" in seed and "0.787" in seed
-    assert "none -&gt; offline" in seed and "-0.050" in seed                        # the seed's 0.77 -> 0.72, re-tested
-    assert "none -&gt; online rare" in seed
+    winners = page[page.index('id="winners-table"'):page.index('id="findings"')]
+    assert "Different dataset and scale" in winners and "0.7895" in winners and "0.787" in winners
+    assert "none -&gt; offline" in winners and "-0.050" in winners   # the winning team's 0.77 -> 0.72, re-tested
+    assert "none -&gt; online rare" in winners
     findings = page[page.index('id="findings"'):page.index('id="notebooks"')]
     assert "What did not" in findings and "copy-paste" in findings
     assert "test mIoU" in page and "0.290" in page and "2.0 min" in page and "submitted: + overwrite" in page
 
 
-def test_stages_tolerate_missing_and_malformed_metrics():
-    stages = collect_steps({"02_baseline_mask2former": {"val_mIoU": 0.2, "run": "r"},
-                             "04_copy_paste": {"variants": "oops"}})
+def test_stages_tolerate_missing_metrics_and_records_without_what_a_step_needs():
+    stages = collect_steps(records({"02_baseline_mask2former": {"val_mIoU_mean": 0.2, "run_names": ["r"]},
+                                    "04_copy_paste": {"variants": {"none": _variant([0.3, 0.31], ["a", "b"])}}}))
     by = {s.name: s for s in stages}
     assert by["baseline"].value == 0.2 and by["baseline"].verdict == "level"
     assert by["copy-paste"].verdict == "unreadable" and "04_copy_paste.json" in by["copy-paste"].note
+    assert "at least one other variant" in by["copy-paste"].note
     assert by["pseudo labels"].verdict == "not run" and by["submission"].verdict == "not run"
 
 
+@pytest.mark.integration
 def test_an_unreadable_metrics_file_is_named_on_the_page(reports):
     (reports / "metrics" / "06_pseudo_label.json").write_text("{not json")
     page = runner.write_index([], profile="smoke").read_text()
@@ -111,92 +123,95 @@ def test_an_unreadable_metrics_file_is_named_on_the_page(reports):
 def test_ensemble_stages_step_from_what_they_build_on():
     m5 = {"stages": [{"name": "best single", "val_mIoU": 0.30}, {"name": "soft", "val_mIoU": 0.32},
                      {"name": "hard", "val_mIoU": 0.31, "built_on": "best single", "verdict": "gain"}]}
-    stages = {s.name: s for s in collect_steps({"05_crf_ensemble": m5})}
+    stages = {s.name: s for s in collect_steps(records({"05_crf_ensemble": m5}))}
     assert stages["soft"].reference == "best single" and stages["soft"].verdict == "one seed"  # no noise known
     assert stages["hard"].reference == "best single" and stages["hard"].delta == pytest.approx(0.01)
     assert stages["hard"].verdict == "gain" and "from 05" in stages["hard"].note
     m5["stages"][2].update(delta=0.01, delta_ci=[-0.004, 0.024], mde=0.02, noise="seeds + images", verdict="tie")
-    hard = {s.name: s for s in collect_steps({"05_crf_ensemble": m5})}["hard"]
+    hard = {s.name: s for s in collect_steps(records({"05_crf_ensemble": m5}))}["hard"]
     assert hard.verdict == "tie" and hard.note == "95% interval [-0.004, +0.024], MDE 0.020 (noise: seeds + images)"
 
 
+@pytest.mark.integration
 def test_a_trunk_that_pasted_is_named_beside_04s_steps(reports):
-    store.save_metrics("04_copy_paste", {**METRICS["04_copy_paste"], "trunk_copy_paste": "cp-online-metal"})
+    store.save_metrics(records({"04_copy_paste": {**METRICS["04_copy_paste"], "trunk_copy_paste": "cp-online-metal"}})
+                       ["04_copy_paste"])
     page = runner.write_index([], profile="cpu").read_text()
-    seed = page[page.index('id="seed-table"'):page.index('id="notebooks"')]
-    assert "none -&gt; offline (from a trunk trained with cp-online-metal)" in seed
-    assert "none -&gt; online rare (from a trunk trained with cp-online-metal)" in seed
+    winners = page[page.index('id="winners-table"'):page.index('id="notebooks"')]
+    assert "none -&gt; offline (from a trunk trained with cp-online-metal)" in winners
+    assert "none -&gt; online rare (from a trunk trained with cp-online-metal)" in winners
 
 
 def test_a_variant_step_takes_its_notebooks_own_interval():
     rare = _variant([0.301, 0.309, 0.306], ["g", "h", "i"])
     m4 = {"reference": "none", "variants": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "online rare": rare}}
-    from_spread = next(s for s in collect_steps({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
+    from_spread = next(s for s in collect_steps(records({"04_copy_paste": m4})) if s.notebook == "04_copy_paste")
     assert from_spread.verdict == "tie" and "interval" not in from_spread.note  # the seed spreads alone
     # 04 recorded its paired contrast (seeds paired, the val images resampled): that verdict and interval stand
     rare.update(delta=0.0003, delta_ci=[0.0001, 0.0005], mde=0.0002, noise="seeds + images", verdict="gain")
-    paired = next(s for s in collect_steps({"04_copy_paste": m4}) if s.notebook == "04_copy_paste")
+    paired = next(s for s in collect_steps(records({"04_copy_paste": m4})) if s.notebook == "04_copy_paste")
     assert paired.verdict == "gain" and "[+0.000, +0.001], MDE 0.000 (noise: seeds + images)" in paired.note
 
 
 def test_the_seeds_delta_is_read_from_its_published_table():
-    from trashlib.reporting.published import seed_delta
+    from trashlib.reporting.published import winners_delta
 
-    assert seed_delta("copy-paste, offline") == pytest.approx(-0.05)
-    assert seed_delta("pseudo labels (hard, every test pixel)", "Swin-L") == pytest.approx(0.75 - 0.7718)
+    assert winners_delta("copy-paste, offline") == pytest.approx(-0.05)
+    assert winners_delta("pseudo labels (hard, every test pixel)", "Swin-L") == pytest.approx(0.75 - 0.7718)
     with pytest.raises(KeyError, match="known: .*DenseCRF on the ensemble"):
-        seed_delta("best single model")  # no before: not a step
+        winners_delta("best single model")  # no before: not a step
 
 
 def test_the_best_backbone_takes_03s_own_interval():
     grown = _variant([0.301, 0.309, 0.306], ["g", "h", "i"])
     m3 = {"models": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "semask-swin": grown}}
-    stage = next(s for s in collect_steps({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    stage = next(s for s in collect_steps(records({"03_backbones_dinat_semask": m3})) if s.notebook == "03_backbones_dinat_semask")
     assert stage.what == "semask-swin" and stage.reference == "none" and "interval" not in stage.note
     grown["val_mIoU_mean"] = 0.2  # below the reference: still the step 03 measured, reported as it is
-    stage = next(s for s in collect_steps({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    stage = next(s for s in collect_steps(records({"03_backbones_dinat_semask": m3})) if s.notebook == "03_backbones_dinat_semask")
     assert stage.what == "semask-swin" and stage.delta < 0
     grown["val_mIoU_mean"] = 0.306
     grown.update(delta=0.0003, delta_ci=[-0.004, 0.005], mde=0.006, noise="seeds + images", verdict="tie")
-    stage = next(s for s in collect_steps({"03_backbones_dinat_semask": m3}) if s.notebook == "03_backbones_dinat_semask")
+    stage = next(s for s in collect_steps(records({"03_backbones_dinat_semask": m3})) if s.notebook == "03_backbones_dinat_semask")
     assert stage.verdict == "tie" and stage.note == "95% interval [-0.004, +0.005], MDE 0.006 (noise: seeds + images)"
 
 
 def test_the_seed_table_reads_each_notebooks_own_interval_and_words_the_claims_by_the_rule():
-    from trashlib.reporting.published import seed_claims, seed_table
+    from trashlib.reporting.published import winners_claims, winners_table
 
     offline = _variant([0.25, 0.26, 0.255], ["d", "e", "f"])
     m4 = {"reference": "none", "variants": {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]), "offline": offline},
           "fields": {"none": {}, "offline": {"copy_paste": "offline"}}}
     row = lambda t: t[t["experiment"] == "copy-paste, offline"].iloc[0]  # noqa: E731
-    spread_only = row(seed_table({"04_copy_paste": m4}))
+    spread_only = row(winners_table(records({"04_copy_paste": m4})))
     assert spread_only["verdict"] == "loss" and spread_only["CI high"] < 0 and spread_only["MDE"] > 0
     offline.update(delta=-0.05, delta_ci=[-0.09, -0.01], mde=0.03, noise="seeds + images", verdict="loss")
-    table = seed_table({"04_copy_paste": m4})
+    table = winners_table(records({"04_copy_paste": m4}))
     assert (row(table)["CI low"], row(table)["CI high"], row(table)["MDE"]) == (-0.09, -0.01, 0.03)
-    claim = next(c for c in seed_claims(table) if c.startswith("copy-paste, offline"))
-    assert "the seed claimed -0.0500; measured -0.0500 [-0.0900, -0.0100], the claim inside it; a loss in the " \
-           "claimed direction" in claim
-    m5 = {"stages": [{"name": "best single", "val_mIoU": 0.30}, {"name": "+ CRF", "val_mIoU": 0.31}],
+    claim = next(c for c in winners_claims(table) if c.startswith("copy-paste, offline"))
+    assert "the winning team claimed -0.0500; measured -0.0500 [-0.0900, -0.0100], the claim inside it; " \
+           "a loss in the claimed direction" in claim
+    m5 = {"stages": [{"name": "best single", "val_mIoU": 0.30},
+                     {"name": "+ CRF", "val_mIoU": 0.31, "recipe": {"members": ["a"], "crf": {"iters": 5}}}],
           "against_first": {"+ CRF": {"delta": 0.01, "delta_ci": [-0.002, 0.022], "mde": 0.017, "verdict": "tie"}}}
-    crf = seed_table({"05_crf_ensemble": m5})
+    crf = winners_table(records({"05_crf_ensemble": m5}))
     crf = crf[crf["experiment"] == "DenseCRF on the ensemble"].iloc[0]
     assert crf["verdict"] == "tie" and crf["MDE"] == 0.017 and crf["CI low"] == -0.002
-    assert any("below this design's MDE 0.0170, so the tie cannot tell" in c for c in seed_claims(seed_table(
-        {"05_crf_ensemble": m5})))
+    assert any("below this design's MDE 0.0170, so the tie cannot tell" in c for c in winners_claims(winners_table(
+        records({"05_crf_ensemble": m5}))))
 
 
 def test_the_seeds_model_table_is_read_by_trashlibs_model_names():
-    from trashlib.reporting.published import seed_cost, seed_score
+    from trashlib.reporting.published import winners_cost, winners_score
 
-    assert seed_score("semask-swin") - seed_score("mask2former-swin") == pytest.approx(0.783 - 0.7718)
-    assert seed_score("segformer") is None  # the seed gives no number
-    assert seed_score("semask-fapn") == 0.7724 and seed_score("maskdino") == 0.74
-    assert seed_cost("mask2former-dinat") == (510, 220) and seed_cost("semask-fapn") == (None, None)
+    assert winners_score("semask-swin") - winners_score("mask2former-swin") == pytest.approx(0.783 - 0.7718)
+    assert winners_score("segformer") is None  # the winning team gives no number
+    assert winners_score("semask-fapn") == 0.7724 and winners_score("maskdino") == 0.74
+    assert winners_cost("mask2former-dinat") == (510, 220) and winners_cost("semask-fapn") == (None, None)
 
 
 def test_the_seed_table_finds_an_arm_by_its_recorded_recipe_not_by_its_name():
-    from trashlib.reporting.published import seed_table
+    from trashlib.reporting.published import winners_table
 
     named = {"none": _variant([0.30, 0.31, 0.305], ["a", "b", "c"]),
              "A": _variant([0.25, 0.26, 0.255], ["d", "e", "f"]),
@@ -204,9 +219,9 @@ def test_the_seed_table_finds_an_arm_by_its_recorded_recipe_not_by_its_name():
     m4 = {"reference": "none", "variants": named,
           "fields": {"none": {}, "A": {"copy_paste": "offline"}, "offline-ish": {"copy_paste": "online"}}}
     m6 = {"reference": "none", "variants": {"none": named["none"], "B": named["A"], "C": named["offline-ish"]},
-          "pseudo_sets": {"B": {"recipe": {"kind": "per_class", "keep": 0.5}, "round": 1},
-                          "C": {"recipe": {"kind": "hard"}, "round": 2}}}
-    table = seed_table({"04_copy_paste": m4, "06_pseudo_label": m6}).set_index("experiment")
+          "pseudo_sets": {"B": {"folder": "b", "recipe": {"kind": "per_class", "keep": 0.5}, "round": 1},
+                          "C": {"folder": "c", "recipe": {"kind": "hard"}, "round": 2}}}
+    table = winners_table(records({"04_copy_paste": m4, "06_pseudo_label": m6})).set_index("experiment")
     assert table.loc["copy-paste, offline", "this run"] == "none -> A"          # its fields say offline
     assert table.loc["copy-paste, online, class-targeted", "this run"] == "not run"  # no arm pastes by class
     assert table.loc["pseudo labels (hard, every test pixel)"].iloc[0]["this run"] == "not run"  # C is round 2

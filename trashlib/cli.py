@@ -15,15 +15,15 @@ from trashlib.data import TrashDataset, resolve_data_root
 from trashlib.data.check import check_dataset, format_problems
 from trashlib.data.taco.build import build_taco
 from trashlib.data.taco.source import DEFAULT_SOURCE
-from trashlib.evaluation import evaluate_index, score_submission
-from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.io import check_output
 from trashlib.postprocess.crf import PRESETS, crf_preset
 from trashlib.postprocess.ensemble import fit_weights
 from trashlib.postprocess.recipe import chain
-from trashlib.probs import INDEX_FILE, ProbIndex
+from trashlib.predict.inference import DEFAULT_TTA, TTA, predict
+from trashlib.predict.probs import INDEX_FILE, ProbIndex
 from trashlib.reporting.runner import make_report
 from trashlib.runs import CONFIG_FILE, Run
+from trashlib.scoring.evaluation import evaluate_index, score_submission
 from trashlib.submission import index_to_submission, validate_submission
 from trashlib.synth import generate_dataset
 from trashlib.training import train

@@ -83,7 +83,7 @@ class TrainConfig:
                                                   "images that hold its rarest object class (e.g. 0.1-0.3; None: "
                                                   "every image once per epoch)")
     color_jitter: float = option(0.2, "brightness/contrast/saturation jitter strength (0: off)")
-    # copy & paste (trashlib.copy_paste, trashlib.data.pasted): one recipe, applied online or offline
+    # copy & paste (trashlib.data.copy_paste, trashlib.data.pasted): one recipe, applied online or offline
     copy_paste: str = option("none", "copy & paste augmentation: none; online (a new paste each time an image is "
                                      "drawn); offline (cp_copies pasted copies of every training image written once "
                                      "under data/interim/label-maps/ and trained on beside the originals)",

@@ -34,3 +34,17 @@ def cache_dir(*parts: str) -> Path:
     path = INTERIM_DIR.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def shown(path) -> str:
+    """A path as a page or a message shows it: under the reports, runs or project folder relative to it
+    ("runs/<name>", "data/raw/trash-synth"), under the home folder with "~", else whole. A rendered report
+    thus names its files without saying where this machine keeps the project."""
+    p = Path(path).absolute()
+    for base, label in ((REPORTS_DIR, "reports"), (RUNS_DIR, "runs"), (PROJECT_DIR, ""), (Path.home(), "~")):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return (Path(label) / rel).as_posix() if label else rel.as_posix() or "."
+    return p.as_posix()

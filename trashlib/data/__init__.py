@@ -6,7 +6,7 @@ from trashlib.data.embedded import resolve_data_root
 from trashlib.data.images import read_image
 from trashlib.data.labelmaps import LabelMapDataset, read_label_map, write_label_maps
 from trashlib.data.raster import rasterize
-from trashlib.data.sources import ConcatSource, build_train_dataset, check_train_sources, train_fingerprint
+from trashlib.data.sources import ConcatSource, build_train_dataset, train_fingerprint
 
 __all__ = ["ConcatSource", "DatasetError", "LabelMapDataset", "Problem", "TrashDataset", "available_splits",
            "build_train_dataset", "load_coco", "rasterize", "read_image", "read_label_map", "resolve_data_root",

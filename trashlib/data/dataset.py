@@ -82,7 +82,7 @@ class TrashDataset:
         return len(self.image_infos)
 
     def __repr__(self) -> str:
-        return (f"TrashDataset({str(self.root)!r}, split={self.split!r}, {len(self)} images, "
+        return (f"TrashDataset({paths.shown(self.root)!r}, split={self.split!r}, {len(self)} images, "
                 f"{'masks' if self.has_masks else 'no masks'})")
 
     def _index(self, i: int) -> int:

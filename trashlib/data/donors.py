@@ -1,7 +1,7 @@
 """The donor bank: every object of a COCO split cut once and held in memory, for copy & paste.
 
 Online pasting draws objects for every training sample; reading a donor photo from disk each time
-would cost as much as the sample itself, so the objects are cut once (`trashlib.copy_paste.cut_donor`:
+would cost as much as the sample itself, so the objects are cut once (`trashlib.data.copy_paste.cut_donor`:
 each object's visible pixels, `trashlib.data.instances.visible_pixels`) and kept as
 crops. Memory is bounded by keeping at most `max_per_class` objects of a class (a uniform random
 subset, the same on every run); `counts` keeps every class's full count, so drawing a class stays
@@ -26,7 +26,7 @@ import numpy as np
 
 from trashlib import paths
 from trashlib.classes import CLASS_NAMES
-from trashlib.copy_paste import Donor, cut_donor
+from trashlib.data.copy_paste import Donor, cut_donor
 from trashlib.data.dataset import TrashDataset
 from trashlib.data.instances import visible_pixels
 from trashlib.io import atomic_open
@@ -82,7 +82,7 @@ class DonorBank:
                     kept.append(donor)
                 else:
                     kept[slot] = donor
-        return cls(donors, counts, source=f"{dataset.path} ({dataset.sha1[:12]})")
+        return cls(donors, counts, source=f"{paths.shown(dataset.path)} ({dataset.sha1[:12]})")
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the bank as one .npz of flat arrays (no pickles), atomically."""

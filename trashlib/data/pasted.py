@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from trashlib import paths
 from trashlib.classes import class_id
-from trashlib.copy_paste import Paster, paste_rng
+from trashlib.data.copy_paste import Paster, paste_rng
 from trashlib.data.dataset import TrashDataset
 from trashlib.data.donors import MAX_PER_CLASS, MIN_AREA, donor_bank
 from trashlib.data.labelmaps import INDEX_FILE, LabelMapDataset, remove_stale_temporaries, write_label_maps

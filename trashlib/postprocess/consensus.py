@@ -19,7 +19,7 @@ from trashlib.data import TrashDataset
 from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
 from trashlib.postprocess.ensemble import aligned_items, positions
-from trashlib.probs import ProbIndex, ProbWriter, derived_dir, stored_index
+from trashlib.predict.probs import ProbIndex, ProbWriter, derived_dir, stored_index
 from trashlib.progress import shown
 
 
@@ -38,7 +38,7 @@ def overwrite(crf_pred, input_preds, *, k: int, max_area: int | None = None, bac
     connected components) with |R| <= `max_area` pixels (any size when None) is restored: all its
     pixels take class c, whatever the CRF said. Where restored regions of different classes overlap
     (possible only when 2k <= n) the smaller region wins, ties to the lower class id. Every other
-    pixel keeps the CRF's label; background is never restored. k = n is the seed's "commonly detected".
+    pixel keeps the CRF's label; background is never restored. k = n is the winning team's "commonly detected".
 
     Shape:
         crf_pred: (H, W) int; input_preds: n maps (H, W) int; returns: (H, W) uint8

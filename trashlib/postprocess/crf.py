@@ -25,11 +25,11 @@ from trashlib.data import TrashDataset, read_image
 from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
 from trashlib.postprocess.ensemble import aligned_items
-from trashlib.probmap import save_probs
-from trashlib.probs import ProbIndex, ProbWriter, derived_dir, stored_index
+from trashlib.predict.probmap import save_probs
+from trashlib.predict.probs import ProbIndex, ProbWriter, derived_dir, stored_index
 from trashlib.progress import shown
 
-try:  # declared in environment.yml (pydensecrf2 installs this module); said plainly where it is missing
+try:  # environment.yml and the `crf` extra install it (as pydensecrf2); said plainly where it is missing
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_softmax
 except ImportError:
@@ -92,7 +92,8 @@ def crf_preset(name: str) -> CRFParams:
 
 def _require_pydensecrf() -> None:
     if dcrf is None:
-        raise ImportError("DenseCRF needs pydensecrf: pip install pydensecrf2==1.1 (see environment.yml)")
+        raise ImportError("DenseCRF needs pydensecrf: pip install 'trashlib[crf]' (or pydensecrf2==1.1, as "
+                          "environment.yml pins it)")
 
 
 def dense_crf(probs, image, *, sxy_gaussian: float = 3.0, compat_gaussian: float = 3.0, sxy_bilateral: float = 10.0,

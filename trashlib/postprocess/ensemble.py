@@ -24,7 +24,7 @@ from trashlib.classes import NUM_CLASSES
 from trashlib.data import TrashDataset
 from trashlib.io import check_writable
 from trashlib.metrics import confusion_matrix, miou
-from trashlib.probs import ProbIndex, ProbWriter, store_dir, stored_index
+from trashlib.predict.probs import ProbIndex, ProbWriter, store_dir, stored_index
 from trashlib.progress import shown
 
 VOTES = ("soft", "hard")
@@ -68,7 +68,7 @@ def positions(indices, items) -> list[list[int]]:
 def disagreement(indices, names=None, *, progress: bool | None = None) -> pd.DataFrame:
     """How different the members are: for each pair, the share of pixels of their common images where
     their labels (argmax) differ; (members x members), 0 on the diagonal. Members that never disagree add
-    nothing to a vote; the seed's members were different architectures."""
+    nothing to a vote; the winning team's members were different architectures."""
     items = aligned_items(indices)
     where = positions(indices, items)
     names = [str(index.path.name) for index in indices] if names is None else list(names)

@@ -1,6 +1,6 @@
 """Recipes: how a post-processing stage's probabilities are made from trained runs, on any split.
 
-A `Recipe` names its member runs (best first), the test-time augmentation they predict with, and the
+A `StageRecipe` names its member runs (best first), the test-time augmentation they predict with, and the
 steps after that: a soft or hard vote (with soft-vote weights), DenseCRF with one setting, and the
 consensus overwrite with k and an area threshold. `apply_recipe` rebuilds the stage on a split through
 the probability store, so notebook 05 scores a stage on val and notebook 07 submits the same stage on
@@ -16,11 +16,12 @@ from pathlib import Path
 
 from trashlib import paths
 from trashlib.data import resolve_data_root
-from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.postprocess.consensus import overwrite_index
 from trashlib.postprocess.crf import CRFParams, crf_index
 from trashlib.postprocess.ensemble import VOTES, ensemble, normalize_weights
-from trashlib.probs import ProbIndex
+from trashlib.predict.inference import DEFAULT_TTA, TTA, predict
+from trashlib.predict.probs import ProbIndex
+from trashlib.reporting.records import StagesRecord
 from trashlib.runs import resolve_run
 
 RECIPE_KEYS = ("members", "tta", "vote", "weights", "crf", "overwrite", "max_area")
@@ -34,7 +35,7 @@ def _whole(value, what: str) -> int:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class StageRecipe:
     """One stage: `members` (run names, best first: a hard vote's ties go to the first), their `tta`,
     then `vote` (None for a single run, "soft" with optional `weights`, "hard"), `crf` (a CRFParams
     or None) and `overwrite` (k of the members, after CRF) with `max_area` (pixels, None: any size)."""
@@ -76,7 +77,7 @@ class Recipe:
                 raise ValueError(f"recipe max_area={self.max_area!r} needs overwrite and a positive number of pixels")
             object.__setattr__(self, "max_area", int(self.max_area))
 
-    def replace(self, **changes) -> "Recipe":
+    def replace(self, **changes) -> "StageRecipe":
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:
@@ -87,7 +88,7 @@ class Recipe:
                 "max_area": self.max_area}
 
     @classmethod
-    def from_dict(cls, d, *, where: str = "recipe") -> "Recipe":
+    def from_dict(cls, d, *, where: str = "recipe") -> "StageRecipe":
         """A recipe from `as_dict` output; an unknown key or a bad value is a ValueError naming `where`."""
         if not isinstance(d, dict):
             raise ValueError(f"{where} must be a mapping, got {type(d).__name__}")
@@ -111,14 +112,14 @@ class Recipe:
         return text
 
 
-def member_indices(recipe: Recipe, data_root=None, split: str = "val", *, max_images: int | None = None,
+def member_indices(recipe: StageRecipe, data_root=None, split: str = "val", *, max_images: int | None = None,
                    progress: bool | None = None) -> list[ProbIndex]:
     """The members' stored predictions of a split with the recipe's TTA (predicted when not stored yet)."""
     return [predict(resolve_run(name), data_root, split, tta=recipe.tta, max_images=max_images, progress=progress)
             for name in recipe.members]
 
 
-def apply_recipe(recipe: Recipe, data_root=None, split: str = "val", *, max_images: int | None = None,
+def apply_recipe(recipe: StageRecipe, data_root=None, split: str = "val", *, max_images: int | None = None,
                  workers: int | None = None, progress: bool | None = None) -> ProbIndex:
     """The stage's probabilities on a split: members' predictions -> vote -> CRF -> overwrite, each stored.
 
@@ -153,8 +154,8 @@ def chain(indices: list[ProbIndex], data_root=None, split: str = "val", *, vote:
 
 
 # -- the stage notebook 07 submits ------------------------------------------------------------------
-def pick_stage(metrics: dict | None, source: str, *, data_root=None) -> dict | None:
-    """One of 05's stages, as its saved record with "recipe" a `Recipe`, for notebook 07 to submit and 06's
+def pick_stage(metrics: StagesRecord | None, source: str, *, data_root=None) -> dict | None:
+    """One of 05's stages, as {name, val_mIoU, recipe (a `StageRecipe`), slug}, for notebook 07 to submit and 06's
     teacher to label with: None for "best-run"; for "ensemble" the last of the chain 05 saved (+ CRF,
     + overwrite as 05 chose); for "best-on-val" the stage with the highest val mIoU (None when 05 has not
     run: then the best run); for "best-ensemble" the highest among the stages with a vote (None when 05
@@ -167,10 +168,10 @@ def pick_stage(metrics: dict | None, source: str, *, data_root=None) -> dict | N
     if metrics is None:
         raise FileNotFoundError(f"source 'ensemble' needs notebook 05's metrics ({where}): run 05 first, "
                                 "or use source 'best-run'")
-    stages = metrics.get("stages") if isinstance(metrics, dict) else None
-    if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) and "recipe" in s for s in stages):
+    stages = metrics.stages
+    if not stages:
         raise ValueError(f"{where}: 'stages' must be a non-empty list of records with a recipe")
-    made_on = metrics.get("data_root")
+    made_on = metrics.data_root
     root = resolve_data_root(data_root)
     if made_on is not None and Path(str(made_on)).resolve() != Path(root).resolve():
         raise ValueError(f"{where}: notebook 05 ran on {made_on}, not on {root}; run 05 on this data root")
@@ -178,14 +179,14 @@ def pick_stage(metrics: dict | None, source: str, *, data_root=None) -> dict | N
         i = len(stages) - 1
     else:
         voted = source == "best-ensemble"
-        scored = [(s.get("val_mIoU"), i) for i, s in enumerate(stages)
-                  if isinstance(s.get("val_mIoU"), (int, float)) and math.isfinite(s["val_mIoU"])
-                  and (not voted or (isinstance(s["recipe"], dict) and s["recipe"].get("vote") is not None))]
+        scored = [(s.val_mIoU, i) for i, s in enumerate(stages)
+                  if s.val_mIoU is not None and (not voted or s.recipe.get("vote") is not None)]
         if not scored:
             if voted:
                 return None
             raise ValueError(f"{where}: no stage has a finite val_mIoU")
         i = max(scored, key=lambda t: (t[0], -t[1]))[1]  # a tie goes to the earlier, simpler stage
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(stages[i].get("name", i))).strip("-")
-    return {**stages[i], "recipe": Recipe.from_dict(stages[i]["recipe"], where=f"{where}: stages[{i}].recipe"),
-            "slug": f"05-{slug}"}
+    chosen = stages[i]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", chosen.name).strip("-")
+    return {"name": chosen.name, "val_mIoU": chosen.val_mIoU, "slug": f"05-{slug}",
+            "recipe": StageRecipe.from_dict(chosen.recipe, where=f"{where}: stages[{i}].recipe")}

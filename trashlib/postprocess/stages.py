@@ -1,10 +1,10 @@
 """Post-processing stages compared on one val set: the runs they start from, the stage table, what each stage did.
 
 Notebook 05 scores a chain of stages (best single run -> soft vote -> weighted -> hard vote -> + CRF ->
-+ overwrite) on one val set, each a `trashlib.postprocess.recipe.Recipe`. `collect_runs` finds the runs that the
++ overwrite) on one val set, each a `trashlib.postprocess.recipe.StageRecipe`. `collect_runs` finds the runs that the
 training notebooks reported, grouped so that seeds share a group; `rank_runs` orders them by their own
 recorded evaluation and `choose_members` takes an ensemble's members, one architecture each first.
-`judge_stages` judges each stage against the stage it builds on by the rule of `trashlib.compare` (a
+`judge_stages` judges each stage against the stage it builds on by the rule of `trashlib.scoring.compare` (a
 paired bootstrap over the scored images, with the spread over the seeds of the best single run's group
 standing in for the training noise); `stage_table` tabulates it, with the rare classes' changes and their
 intervals; `class_deltas` gives every class's change, `crf_changes` finds the images a step helps or hurts
@@ -19,26 +19,23 @@ import re
 import warnings
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from trashlib.classes import CLASS_NAMES
-from trashlib.compare import Contrast, ArmResults, image_contrast
 from trashlib.data import resolve_data_root
-from trashlib.evaluation import Evaluation, evaluate_index
-from trashlib.inference import DEFAULT_TTA, TTA
 from trashlib.metrics import Scores
 from trashlib.postprocess.crf import CRFParams, crf_preset
-from trashlib.postprocess.recipe import Recipe, apply_recipe
-from trashlib.probs import ProbIndex
+from trashlib.postprocess.recipe import StageRecipe, apply_recipe
+from trashlib.predict.inference import DEFAULT_TTA, TTA
+from trashlib.predict.probs import ProbIndex
 from trashlib.reporting.findings import verdict_phrase
 from trashlib.reporting.store import reported_run_groups
 from trashlib.runs import Run, find_runs, runs_dir
+from trashlib.scoring.compare import Contrast, ArmResults, image_contrast
+from trashlib.scoring.evaluation import Evaluation, evaluate_index
 
 REPORTING_NOTEBOOKS = ("02_baseline_mask2former", "03_backbones_dinat_semask", "04_copy_paste")
-VERDICT_COLOURS = {"gain": "tab:green", "loss": "tab:red", "tie": "tab:gray", "one seed": "tab:blue",
-                   "reference": "tab:olive"}
 
 
 # -- the inputs ------------------------------------------------------------------------------------
@@ -78,7 +75,7 @@ def rank_runs(groups: dict[str, list[Run]]) -> pd.DataFrame:
 
 def choose_members(ranked: pd.DataFrame, k: int, *, floor: float | None = None, diverse: bool = True) -> list[str]:
     """The `k` runs an ensemble takes from `rank_runs`' table: with `diverse`, the best run of each
-    architecture first (the seed ensembled different architectures), then the best of the rest; only runs
+    architecture first (the winning team ensembled different architectures), then the best of the rest; only runs
     above the colour-only `floor` when any is (a model below it adds noise to a vote, not a view)."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"an ensemble needs at least one member, got {k!r}")
@@ -124,7 +121,7 @@ def sweep_grid(presets, *, sxy_scales=(1,), iters: int | None = None) -> list[CR
 class Stage:
     """One scored stage: its recipe, its stored probabilities of the val set, and their evaluation."""
 
-    recipe: Recipe
+    recipe: StageRecipe
     index: ProbIndex
     evaluation: Evaluation
 
@@ -133,7 +130,7 @@ class Stage:
         return self.evaluation.scores
 
 
-def evaluate_stage(recipe: Recipe, data_root=None, split: str = "val", *, max_images: int | None = None,
+def evaluate_stage(recipe: StageRecipe, data_root=None, split: str = "val", *, max_images: int | None = None,
                    workers: int | None = None, progress: bool | None = None) -> Stage:
     """`apply_recipe` on a labelled split, scored; `max_images` asks for its first images only (a subset
     on purpose: the evaluation's `coverage` says "N of M images")."""
@@ -144,7 +141,7 @@ def evaluate_stage(recipe: Recipe, data_root=None, split: str = "val", *, max_im
 def evaluate_runs(names, data_root=None, split: str = "val", *, tta: TTA = DEFAULT_TTA,
                   max_images: int | None = None) -> dict[str, Evaluation]:
     """Each run's predictions of a labelled split with `tta` (stored; made when missing), scored: {run name: Evaluation}."""
-    return {name: evaluate_stage(Recipe((name,), tta=tta), data_root, split, max_images=max_images).evaluation
+    return {name: evaluate_stage(StageRecipe((name,), tta=tta), data_root, split, max_images=max_images).evaluation
             for name in names}
 
 
@@ -159,7 +156,7 @@ def _confusions(value) -> np.ndarray | None:
 
 def judge_stages(stages: dict, built_on: dict, *, noise: ArmResults | None = None,
                  classes=()) -> dict[str, tuple[Contrast, dict[str, Contrast | None]]]:
-    """Each stage that builds on another, judged against it by the rule of `trashlib.compare`: {stage:
+    """Each stage that builds on another, judged against it by the rule of `trashlib.scoring.compare`: {stage:
     (Contrast of Δ val mIoU, {class: Contrast of its Δ IoU})}.
 
     Two stages scored image by image on the same images get both sources of noise
@@ -244,34 +241,6 @@ def crf_changes(before, after, *, n: int = 2) -> tuple[list[str], list[str]]:
         raise ValueError("the two evaluations cover different images")
     change = (b - a.reindex(b.index)).dropna().sort_values(kind="stable")
     return list(change[change > 0].index[::-1][:n]), list(change[change < 0].index[:n])
-
-
-def plot_stages(table: pd.DataFrame, *, mean: float | None = None, spread: float = 0.0, title: str = ""):
-    """Bars of val mIoU per stage coloured by verdict (each against the stage it builds on); the first
-    stage's seed mean ± spread as a dot with whiskers, and the band of a tie around the first stage (the 95%
-    interval of a difference under that seed noise, `compare.Contrast.from_spread`: a stage inside it is
-    within noise of the first)."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(table)), 3.8))
-    x = np.arange(len(table))
-    ax.bar(x, table["val mIoU"], color=[VERDICT_COLOURS.get(v, "tab:blue") for v in table["verdict"]])
-    first = table["val mIoU"].iloc[0]
-    seeds = int(table.attrs.get("seeds", 2))
-    if spread > 0 and seeds > 1:
-        half = Contrast.from_spread(0.0, spread, seeds=seeds).ci[1]
-        ax.axhspan(first - half, first + half, color="0.85", zorder=0,
-                   label=f"{table.index[0]} ± 95% interval of a difference ({seeds} seeds)")
-    if mean is not None:
-        ax.errorbar([0], [mean], yerr=[spread], fmt="o", color="black", capsize=4, label="seeds: mean ± spread")
-    for xi, (v, verdict_) in enumerate(zip(table["val mIoU"], table["verdict"])):
-        ax.text(xi, v, f"{v:.3f}\n{verdict_}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, table.index, rotation=20, ha="right")
-    low = min(table["val mIoU"].min(), mean if mean is not None else first) - 3 * max(spread, 0.01)
-    ax.set_ylim(max(0.0, low), table["val mIoU"].max() + 4 * max(spread, 0.01))
-    ax.set_ylabel("val mIoU"), ax.set_title(title)
-    if spread > 0 or mean is not None:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    return fig
 
 
 def stage_records(stages: dict, table: pd.DataFrame, *, noise: ArmResults | None = None, classes=()) -> list[dict]:

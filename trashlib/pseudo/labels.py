@@ -4,7 +4,7 @@ A teacher is one `ProbIndex` per unlabelled split (the test split, and any other
 labels): a run's predictions or an ensemble's. Three recipes turn its probabilities into label maps
 with 255 = ignore where the teacher is not confident enough:
 
-- "hard": argmax on every pixel, no threshold (the seed's recipe);
+- "hard": argmax on every pixel, no threshold (the winning team's recipe);
 - "global": argmax where the top probability is at least `threshold`;
 - "per_class": for each predicted class, keep the `keep` share (0-1) of its pixels with the highest
   confidence over the whole split, so rare classes, on which the teacher is rarely sure, are not starved.

@@ -14,15 +14,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from trashlib.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from trashlib.data import TrashDataset
+from trashlib.plots.images import colorize
 from trashlib.pseudo.labels import confidence_bins, confidence
-from trashlib.viz import colorize
 
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
 
@@ -98,29 +96,8 @@ def set_quality(dataset, labels_json: str | os.PathLike) -> pd.DataFrame:
     return _frame(total, kept, correct).set_index("class")
 
 
-def plot_quality_curve(curve: pd.DataFrame, *, marks: dict | None = None, classes=None):
-    """Coverage and accuracy against the threshold, one line per class, "all" in black; returns the figure.
-
-    `marks` maps a label to a threshold drawn as a vertical line (a recipe's operating point).
-    """
-    data = curve[curve["class"].isin(list(classes or CLASS_NAMES))].dropna(subset=["coverage"])
-    overall = curve[curve["class"] == "all"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
-    for ax, what in zip(axes, ("coverage", "accuracy")):
-        sns.lineplot(data=data, x="threshold", y=what, hue="class", marker=".", ax=ax, legend=ax is axes[1],
-                     palette=sns.color_palette("tab20", data["class"].nunique()))
-        ax.plot(overall["threshold"], overall[what], color="black", lw=2.5, label="all pixels")
-        for label, t in (marks or {}).items():
-            ax.axvline(t, color="grey", ls="--", lw=1)
-            ax.text(t, 0.02, f" {label}", rotation=90, va="bottom", fontsize=8, color="grey")
-        ax.set(ylim=(0, 1.02), title=f"pseudo-label {what} by true class", ylabel=what)
-    axes[1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
 def pseudo_gallery(sets: dict, labels_json: str | os.PathLike | None, file_names) -> tuple[list, list, list]:
-    """(panels, masks, titles) for `viz.show_gallery(..., mode="image", ncols=2 + len(sets))`.
+    """(panels, masks, titles) for `plots.show_gallery(..., mode="image", ncols=2 + len(sets))`.
 
     Per image: the photo, the truth (when `labels_json` is given), then each set's pseudo labels in
     colour, ignored pixels white.

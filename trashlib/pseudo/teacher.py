@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trashlib.inference import DEFAULT_TTA, TTA, predict
 from trashlib.postprocess.ensemble import ensemble
 from trashlib.postprocess.recipe import apply_recipe, pick_stage
+from trashlib.predict.inference import DEFAULT_TTA, TTA, predict
 from trashlib.reporting.store import load_metrics
 from trashlib.runs import Run, best_run, resolve_run
 
@@ -31,8 +31,8 @@ class Teacher:
 
 
 def _baseline_runs(runs) -> list[Run]:
-    m = load_metrics(BASELINE_NOTEBOOK) or {}
-    names = list(m.get("run_names") or []) + [m[k] for k in ("trunk_run", "run") if m.get(k)]
+    m = load_metrics(BASELINE_NOTEBOOK)
+    names = [] if m is None else list(m.run_names) + ([m.trunk_run] if m.trunk_run else [])
     found = []
     for name in names:
         try:

@@ -1,11 +1,15 @@
 """Sentences written from the numbers: what a comparison or a stage measured, where a tie is called a tie.
 
-Notebooks print them under "What we learned" and the wrap-up page lists them under "What worked, what
-did not", so both say the same thing about the same numbers (the rule is `trashlib.compare.verdict`).
+Notebooks show them under "What we learned" (as Markdown: `as_markdown`) and the wrap-up page lists them
+under "What worked, what did not", so both say the same thing about the same numbers (the rule is
+`trashlib.scoring.compare.verdict`).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import sys
 
 import pandas as pd
 
@@ -18,7 +22,7 @@ def _num(v, fmt: str = ".3f") -> str:
 
 
 def verdict_phrase(verdict: str, mde: float | None = None, *, fmt: str = ".3f") -> str:
-    """The words for a verdict of `trashlib.compare`, one wording for every notebook and the wrap-up page:
+    """The words for a verdict of `trashlib.scoring.compare`, one wording for every notebook and the wrap-up page:
     "a gain", "a loss", "a tie: its 95% interval holds 0, so no effect larger than 0.014 (the MDE)"."""
     power = (f", so no effect larger than {_num(mde, fmt)} (the MDE)" if verdict == "tie" and mde is not None
              and math.isfinite(mde) else "")
@@ -54,3 +58,42 @@ def table_findings(table: pd.DataFrame, *, reference: str = "none") -> list[str]
         largest = f" (this design detects effects of {mdes.min():.3f} to {mdes.max():.3f})" if len(mdes) else ""
         lines.append(f"No variant beat {reference} beyond the noise{largest}.")
     return lines
+
+
+@contextlib.contextmanager
+def as_markdown():
+    """Lines printed inside become the cell's output as Markdown, one bullet per line (a line that starts with
+    spaces continues the bullet above): formatted text in JupyterLab and in the rendered report, not a
+    monospace print. Outside IPython the lines are printed as they are. What was printed before an error
+    inside is still shown."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        _show(buffer.getvalue())
+
+
+def markdown_bullets(text: str) -> str:
+    """Printed lines as Markdown bullets: "- " kept, indented lines continue the bullet above, others get "- "."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        out.append("  " + line.strip() if line[:1].isspace() and out else
+                   line if line.startswith("- ") else "- " + line)
+    return "\n".join(out)
+
+
+def _show(text: str) -> None:
+    shell = None
+    if "IPython" in sys.modules:  # imported by a kernel: no cost and no import where there is none
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None or not text.strip():
+        sys.stdout.write(text)
+        return
+    from IPython.display import Markdown, display
+
+    display(Markdown(markdown_bullets(text)))

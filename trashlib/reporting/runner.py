@@ -5,7 +5,7 @@ notebooks and the index read results instead of retraining. A profile (smoke, cp
 file) supplies each notebook's parameters; without a profile a notebook runs its own defaults, which
 are the cheap smoke run (that is what `pytest --nbval-lax` executes).
 
-Profiles and the parameters they give each notebook are `trashlib.parameters`.
+Profiles and the parameters they give each notebook are `trashlib.reporting.parameters`.
 
 A notebook is renamed to its final name only once it has run, and every file is written atomically,
 so nothing half-written is ever taken for a result; a report holds its folder's lock while it runs
@@ -16,14 +16,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 from trashlib import paths, progress
 from trashlib.io import atomic_open, write_json
-from trashlib.parameters import load_profile, notebook_parameters, notebook_paths
 from trashlib.reporting.folder import RUNNING, earlier_records, remove_leftovers, report_lock
-from trashlib.reporting.store import jsonable
+from trashlib.reporting.parameters import load_profile, notebook_parameters, notebook_paths
+from trashlib.reporting.records import jsonable
 from trashlib.reporting.wrapup import build_page
 
 
@@ -37,14 +38,29 @@ def _title(nb_path: Path) -> str:
     return nb_path.stem
 
 
+# a button that folds every code cell's input away (and back), so the page reads as a report; the outputs stay
+CODE_TOGGLE = """<style>body.trashlib-no-code .jp-CodeCell .jp-Cell-inputWrapper {display: none}
+#trashlib-code-toggle {position: fixed; top: 8px; right: 8px; z-index: 10; font: 13px sans-serif; padding: 4px 10px;
+cursor: pointer}</style>
+<button id="trashlib-code-toggle" type="button" onclick="var hidden = document.body.classList.toggle('trashlib-no-code');
+this.textContent = hidden ? 'Show the code' : 'Hide the code';">Hide the code</button>"""
+
+
 def render_html(executed: Path, out: Path) -> Path:
-    """Executed notebook -> standalone HTML (figures embedded), written atomically."""
+    """Executed notebook -> standalone HTML (figures embedded), with a button that folds the code away, written
+    atomically."""
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_filename(str(executed))
     with atomic_open(out, "w", encoding="utf-8") as f:
-        f.write(body)
+        f.write(with_code_toggle(body))
     return out
+
+
+def with_code_toggle(page: str) -> str:
+    """The page with `CODE_TOGGLE` right after its <body> tag (unchanged when it has none)."""
+    match = re.search(r"<body[^>]*>", page)
+    return page if match is None else page[:match.end()] + "\n" + CODE_TOGGLE + page[match.end():]
 
 
 def _kernel_name() -> str:

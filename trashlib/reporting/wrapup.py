@@ -2,7 +2,7 @@
 
 Sections: the summary (data, profile, hardware, time, final val and test mIoU); the waterfall of val
 mIoU through the stages, as a chart and a table linking each stage to its notebook section and run
-folders (config, seed, git commit); per-class IoU through the stages; the seed's experiment table
+folders (config, seed, git commit); per-class IoU through the stages; the winning team's experiment table
 regenerated beside this run's numbers; "what worked, what did not", written from the numbers; the
 rendered notebooks; the figures. Every number comes from reports/metrics/*.json (the notebooks' own
 records and _runs.json, the report's run times); a notebook without metrics is "not run". A metrics
@@ -21,15 +21,17 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from trashlib import paths
 from trashlib.io import atomic_open
+from trashlib.plots.files import write_png
+from trashlib.plots.waterfall import plot_stage_classes, plot_waterfall
 from trashlib.reporting.findings import delta_sentence
-from trashlib.reporting.metrics_file import read_all_metrics
-from trashlib.reporting.published import seed_claims, seed_table
-from trashlib.reporting.waterfall import NOTEBOOKS, collect_steps, plot_stage_classes, plot_waterfall
+from trashlib.reporting.metrics_file import read_all_records
+from trashlib.reporting.published import winners_claims, winners_table
+from trashlib.reporting.records import NOTEBOOKS
+from trashlib.reporting.waterfall import class_frame, collect_steps
 from trashlib.runs import CONFIG_FILE, Run
 
 # the tag that marks, in each notebook, the markdown cell whose heading the wrap-up page links a step to
@@ -91,9 +93,7 @@ def _run_links(names: list[str], reports: Path, limit: int = 4) -> str:
 
 def _save(fig, reports: Path, name: str) -> str:
     path = reports / "figures" / f"{name}.png"
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    write_png(fig, path, close=True)
     return f"figures/{name}.png"
 
 
@@ -108,18 +108,18 @@ def _hardware(stages) -> str:
 
 
 def _summary(records, metrics, stages, profile: str, unreadable: dict) -> str:
-    eda, sub = metrics.get("01_EDA") or {}, metrics.get("07_submission") or {}
+    eda, sub = metrics.get(NOTEBOOKS[0]), metrics.get(NOTEBOOKS[6])
     unknown = f"unknown (metrics/{NOTEBOOKS[0]}.json is unreadable)" if NOTEBOOKS[0] in unreadable else None
-    data = eda.get("data_root") or next((r["parameters"].get("data_root") for r in records
-                                         if (r.get("parameters") or {}).get("data_root")), None) or \
-        unknown or "the embedded dataset"
-    size = f" ({eda['n_images_in_split']} images in {eda.get('split', 'train_all')})" if eda.get("n_images_in_split") else ""
+    data = (eda.data_root if eda is not None else None) or next(
+        (r["parameters"].get("data_root") for r in records if (r.get("parameters") or {}).get("data_root")), None) \
+        or unknown or "the embedded dataset"
+    size = f" ({eda.n_images_in_split} images in {eda.split})" if eda is not None and eda.n_images_in_split else ""
     seconds = sum(r.get("seconds") or 0 for r in records)
     last = next((s for s in reversed(stages) if s.value is not None), None)
-    final_val = sub.get("val_mIoU", last.value if last else None)
-    test = sub.get("test_mIoU")
-    final = f"{_fmt(final_val)}" + (f" (submitted: {sub.get('stage') or sub.get('run')})"
-                                    if sub.get("stage") or sub.get("run") else "")
+    final_val = sub.val_mIoU if sub is not None else last.value if last else None
+    test = sub.test_mIoU if sub is not None else None
+    submitted = (sub.stage or sub.run) if sub is not None else None
+    final = f"{_fmt(final_val)}" + (f" (submitted: {submitted})" if submitted else "")
     test = _fmt(test) if test is not None else "not measured (test labels hidden, or 07 not run)"
     if NOTEBOOKS[6] in unreadable:  # what was submitted is unknown: no stand-in number
         final = test = f"unreadable (metrics/{NOTEBOOKS[6]}.json, see the note above)"
@@ -143,13 +143,13 @@ def _stage_table(stages, reports: Path) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _seed_shown(seeds: pd.DataFrame) -> pd.DataFrame:
-    """The seed table as the page shows it: the interval's two ends as one "95% CI" column."""
-    if "CI low" not in seeds:
-        return seeds
+def _winners_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The winners' table as the page shows it: the interval's two ends as one "95% CI" column."""
+    if "CI low" not in table:
+        return table
     ci = [f"[{lo:+.4f}, {hi:+.4f}]" if pd.notna(lo) and pd.notna(hi) else None
-          for lo, hi in zip(seeds["CI low"], seeds["CI high"])]
-    shown = seeds.drop(columns=["CI low", "CI high"])
+          for lo, hi in zip(table["CI low"], table["CI high"])]
+    shown = table.drop(columns=["CI low", "CI high"])
     shown.insert(shown.columns.get_loc("MDE"), "95% CI", ci)
     return shown
 
@@ -168,8 +168,10 @@ def _findings(stages, claims) -> str:
         groups[key].append(text)
     out = "".join(f"<h3>{k}</h3><ul>{''.join(f'<li>{_e(t)}</li>' for t in v)}</ul>" for k, v in groups.items() if v)
     if claims:
-        out += "<h3>The seed's claims, re-tested</h3><ul>" + "".join(f"<li>{_e(c)}</li>" for c in claims) + "</ul>"
-    return out + ("<p class='muted'>The rule (trashlib.compare): a difference is a gain or a loss only when its 95% "
+        out += ("<h3>The winning team's claims, re-tested</h3><ul>" + "".join(f"<li>{_e(c)}</li>" for c in claims)
+                + "</ul>")
+    return out + ("<p class='muted'>The rule (trashlib.scoring.compare):"
+                  " a difference is a gain or a loss only when its 95% "
                   "interval excludes 0, else a tie, and the MDE is the smallest effect the design detects; a step "
                   "without a spread of its own is judged against 02's seed spread.</p>")
 
@@ -177,16 +179,16 @@ def _findings(stages, claims) -> str:
 def _notebooks(records, metrics, reports: Path, unreadable: dict) -> str:
     done = {r["notebook"]: r for r in records}
     rows = []
-    known = {p.stem for p in paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")} | {n for n, m in metrics.items() if m}
+    known = {p.stem for p in paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")} | {n for n, m in metrics.items() if m is not None}
     for nb in sorted(set(done) | known | set(unreadable)):
         r = done.get(nb)
         if r is None:
-            status = "metrics from an earlier run" if metrics.get(nb) else \
+            status = "metrics from an earlier run" if metrics.get(nb) is not None else \
                 "ran, but its metrics are unreadable" if nb in unreadable else "not run"
         else:
             status = "ok" if r["status"] == "ok" else f'<b class="loss">failed</b>: {_e(r.get("error") or "")}'
         seconds = "" if r is None else f"{r.get('seconds') or 0:.0f} s"
-        numbers = f"metrics/{_e(nb)}.json" if metrics.get(nb) else \
+        numbers = f"metrics/{_e(nb)}.json" if metrics.get(nb) is not None else \
             f'<b class="loss">metrics/{_e(nb)}.json unreadable</b>' if nb in unreadable else "—"
         rows.append(f"<tr><td>{_nb_link(nb, (r or {}).get('title', nb), reports)}</td><td>{status}</td>"
                     f"<td>{seconds}</td><td>{numbers}</td></tr>")
@@ -213,14 +215,14 @@ def _mark_unreadable(stage, unreadable: dict, reports: Path):
 def build_page(records: list[dict], *, profile: str, reports_dir: Path | None = None) -> Path:
     """Write reports/index.html from the metrics (and records, the report's per-notebook run times)."""
     reports = Path(reports_dir or paths.REPORTS_DIR)
-    metrics, unreadable = read_all_metrics(reports / "metrics")
+    metrics, unreadable = read_all_records(reports / "metrics")
     stages = [_mark_unreadable(s, unreadable, reports) for s in collect_steps(metrics)]
     waterfall = _save(plot_waterfall(stages), reports, "wrapup_waterfall")
-    heat = plot_stage_classes(stages)
+    heat = plot_stage_classes(class_frame(stages))
     heat = _save(heat, reports, "wrapup_per_class") if heat is not None else None
-    seeds = seed_table(metrics, unreadable=set(unreadable))
-    seed_html = _seed_shown(seeds).to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4f}", border=0,
-                                           escape=True)
+    winners = winners_table(metrics, unreadable=set(unreadable))
+    winners_html = _winners_shown(winners).to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4f}",
+                                                   border=0, escape=True)
     warn = "".join(f"<p class='note'>Unreadable: {_e(why)}. Its sections below say so and show none of its numbers; "
                    f"run {_e(nb)} again to write it anew.</p>" for nb, why in unreadable.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>trashlib: what this run found</title>
@@ -237,12 +239,12 @@ red a loss, grey a tie (its 95% interval holds 0). Error bars are the spread ove
 <img src="{waterfall}" alt="waterfall of val mIoU through the stages">
 {_stage_table(stages, reports)}
 {f'<h3>Per-class IoU through the stages</h3><img src="{heat}" alt="per-class IoU by stage">' if heat else ''}
-<h2 id="seed-table">The seed's experiments, regenerated</h2>
-<p class="note">Different dataset and scale: the seed's numbers are public-leaderboard mIoU of the real competition
-(3272 photos, large pretrained models at 512 px); this run's are val mIoU of its own models and data. Compare the
-direction and size of each step, not the levels.</p>
-{seed_html}
-<h2 id="findings">What worked, what did not</h2>{_findings(stages, seed_claims(seeds))}
+<h2 id="winners-table">The winning team's experiments, regenerated</h2>
+<p class="note">Different dataset and scale: the winning team's numbers are public-leaderboard mIoU of the real
+competition (3272 photos, large pretrained models at 512 px); this run's are val mIoU of its own models and data.
+Compare the direction and size of each step, not the levels.</p>
+{winners_html}
+<h2 id="findings">What worked, what did not</h2>{_findings(stages, winners_claims(winners))}
 <h2 id="notebooks">Notebooks</h2>{_notebooks(records, metrics, reports, unreadable)}
 <h2 id="figures">Figures</h2>{_figures(reports)}
 </body></html>

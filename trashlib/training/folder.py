@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 
 from trashlib import runs
-from trashlib.checkpoint import checkpoint_step, last_checkpoint
 from trashlib.config import TrainConfig
 from trashlib.data import train_fingerprint
 from trashlib.io import atomic_open, read_json, write_json
 from trashlib.models.sizes import presets_fingerprint
+from trashlib.runs.checkpoint import checkpoint_step, last_checkpoint
 
 
 def trunk_identity(trunk_dir: Path) -> str:

@@ -22,10 +22,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
-from trashlib import runs
-from trashlib.batching import item_loader
-from trashlib.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, load_training_state, restore_rng,
-                                 save_training_state, save_weights)
+from trashlib import paths, runs
 from trashlib.config import TrainConfig
 from trashlib.data import TrashDataset, build_train_dataset, resolve_data_root, train_fingerprint
 from trashlib.data.instances import small_objects
@@ -33,10 +30,13 @@ from trashlib.data.pasted import online_paster
 from trashlib.io import write_json
 from trashlib.models import build_model
 from trashlib.models.sizes import presets_fingerprint
+from trashlib.predict.batching import item_loader
 from trashlib.progress import shown
+from trashlib.runs.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoint, load_training_state, restore_rng,
+                                      save_training_state, save_weights)
 from trashlib.training.augment import transform_from_config
 from trashlib.training.folder import (MetricsLog, finished_run, resuming_run, start_folder, truncate_metrics,
-                                     trunk_identity)
+                                      trunk_identity)
 from trashlib.training.sampling import TrainStream, repeat_factors, train_loader
 from trashlib.training.schedule import lr_factor, set_lr
 from trashlib.training.validate import cdb_weights, validate
@@ -135,7 +135,7 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
         trunk_sha1 = trunk_identity(trunk.path)
     run_dir = runs.run_dir_for(cfg)
     if not force and finished_run(run_dir, cfg, trunk_sha1=trunk_sha1):
-        print(f"reusing finished run {run_dir} (force=True retrains)")
+        print(f"reusing finished run {paths.shown(run_dir)} (force=True retrains)")
         return runs.Run(run_dir)
     runs.check_run_folder(run_dir)
     resuming = resuming_run(run_dir, cfg, force, trunk_sha1=trunk_sha1)
@@ -363,7 +363,7 @@ class _Evaluator:
     def __call__(self, step: int) -> None:
         acc, cfg = self.accelerator, self.cfg
         loader = item_loader(self.dataset, self.indices, batch_size=cfg.batch_size, workers=min(cfg.workers, 2))
-        final = step == cfg.steps  # its images' confusions are kept, for the paired comparisons (trashlib.compare)
+        final = step == cfg.steps  # its images' confusions are kept, for the paired comparisons (scoring.compare)
         c = self.raw.num_classes
         per_image = np.zeros((self.n, c, c), np.int64) if final else None
         hits = np.zeros((self.n, 2, c), np.int64) if final else None

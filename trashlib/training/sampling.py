@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trashlib.classes import IGNORE_INDEX
-from trashlib.copy_paste import paste_rng
 from trashlib.data import TrashDataset
+from trashlib.data.copy_paste import paste_rng
 from trashlib.data.sources import ConcatSource
 from trashlib.memo import remember
 from trashlib.training.augment import item_seed, seed_transform
@@ -83,7 +83,7 @@ def repeat_epoch(seed: int, epoch: int, factors: np.ndarray) -> np.ndarray:
 class TrainStream(Dataset):
     """Augmented (image, mask) tensors indexed by sample position (see the module docstring).
 
-    `paste` (a `trashlib.copy_paste.Paster`, None: off) pastes onto each item before its augmentation, with
+    `paste` (a `trashlib.data.copy_paste.Paster`, None: off) pastes onto each item before its augmentation, with
     the generator `paste_rng(seed, position)`: a stream of its own, so every augmentation draw stays the same.
     """
 

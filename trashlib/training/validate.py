@@ -3,7 +3,7 @@
 Images are scored at their full size: argmax of `predict_proba` (at the working resolution `work_size`
 when given, upsampled bilinearly to the label map's size, as `inference.predict` does), one confusion matrix summed over
 the split (trashlib.metrics), batches streamed from `batching.item_loader` so the split is never in
-memory. Scoring stored predictions (after TTA, ensembles, CRF) is `trashlib.evaluation`'s job.
+memory. Scoring stored predictions (after TTA, ensembles, CRF) is `trashlib.scoring.evaluation`'s job.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import contextlib
 import numpy as np
 import torch
 
-from trashlib.batching import images_to_tensor, same_size_groups
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
-from trashlib.inference import TTA, predict_tta
 from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, object_hits, scores
+from trashlib.predict.batching import images_to_tensor, same_size_groups
+from trashlib.predict.inference import TTA, predict_tta
 
 
 @torch.no_grad()
@@ -26,7 +26,7 @@ def validate(model, loader, *, device="cpu", num_classes: int = NUM_CLASSES, ign
 
     `reduce` (e.g. a sum over processes) is applied to the confusion matrix before scoring. `per_image`,
     an (images, classes, classes) array, receives each image's confusion matrix at its index (what
-    `trashlib.compare` resamples); their sum is the split's. With `objects` (per image of the split, its
+    `trashlib.scoring.compare` resamples); their sum is the split's. With `objects` (per image of the split, its
     small objects: `trashlib.data.instances.small_objects`), `hits`, an (images, 2, classes) array,
     receives each image's `metrics.object_hits`.
     """

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from trashlib.batching import images_to_tensor, item_loader, same_size_groups
 from trashlib.data import TrashDataset
 from trashlib.io import check_writable
-from trashlib.probmap import quantize_probs
-from trashlib.probs import ProbIndex, ProbWriter, store_dir, stored_index
-from trashlib.runs import Run
+from trashlib.predict.batching import images_to_tensor, item_loader, same_size_groups
+from trashlib.predict.probmap import quantize_probs
+from trashlib.predict.probs import ProbIndex, ProbWriter, store_dir, stored_index
 from trashlib.progress import shown
+from trashlib.runs import Run
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trashlib.batching import item_loader
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
 from trashlib.data import TrashDataset, build_train_dataset
 from trashlib.data.instances import small_objects
 from trashlib.io import read_json
 from trashlib.metrics import ConfusionMeter, Scores, confusion_matrix, miou, object_hits, object_recall, scores
+from trashlib.predict.batching import item_loader
 from trashlib.submission import downsample_prediction, read_submission, validate_submission
 from trashlib.training.validate import validate
 
@@ -123,7 +123,7 @@ def ranked_images(evaluation: Evaluation, *, best: int = 2, worst: int = 2) -> l
 
 
 def prediction_gallery(dataset, predictions: dict, file_names, *, evaluations: dict | None = None):
-    """(images, masks, titles) for `viz.show_gallery`: per image its ground truth, then each prediction.
+    """(images, masks, titles) for `plots.show_gallery`: per image its ground truth, then each prediction.
 
     `predictions` maps a title ("baseline", "+ CRF") to a ProbIndex; `evaluations` (same keys, optional)
     adds each image's own mIoU to the titles. Lay it out with ncols = 1 + len(predictions).

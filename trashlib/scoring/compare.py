@@ -42,10 +42,9 @@ BOOTSTRAP = 2000    # resamples of the val images
 
 @dataclass
 class ArmResults:
-    """One arm's scores, one per random seed (not "the seed", the winning team of `reporting.published`), with
-    the run folders they came from and, where recorded, each seed's confusion matrices per val image
-    (`confusions[k]`: (images, classes, classes), or None) and its small objects found and there per val image
-    (`objects[k]`: (images, 2, classes), or None)."""
+    """One arm's scores, one per random seed, with the run folders they came from and, where recorded, each
+    seed's confusion matrices per val image (`confusions[k]`: (images, classes, classes), or None) and its
+    small objects found and there per val image (`objects[k]`: (images, 2, classes), or None)."""
 
     scores: list[Scores]
     seeds: list[int] = field(default_factory=list)
@@ -189,11 +188,12 @@ def verdict(delta: float, spread: float, *, seeds: int = 2) -> str:
 
 
 def recorded(record) -> tuple[str, tuple[float, float], float] | None:
-    """(verdict, 95% interval, MDE) of what a metrics file records of a `Contrast` (`Contrast.as_dict`), or
-    None where the record holds no finite interval and MDE (an older file, or nothing measured)."""
-    if not isinstance(record, Mapping):
+    """(verdict, 95% interval, MDE) of what a metrics record holds of a `Contrast` (`Contrast.as_dict`, a dict or
+    a record with those fields), or None where it holds no finite interval and MDE (nothing measured)."""
+    if record is None:
         return None
-    ci, mde, verdict_ = record.get("delta_ci"), record.get("mde"), record.get("verdict")
+    get = record.get if isinstance(record, Mapping) else lambda key: getattr(record, key, None)  # a dict or a record
+    ci, mde, verdict_ = get("delta_ci"), get("mde"), get("verdict")
     numbers = [*ci, mde] if isinstance(ci, (list, tuple)) and len(ci) == 2 else []
     if verdict_ not in ("gain", "loss", "tie", "one seed") or not numbers or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
@@ -201,7 +201,7 @@ def recorded(record) -> tuple[str, tuple[float, float], float] | None:
     return verdict_, (float(ci[0]), float(ci[1])), float(mde)
 
 
-def against_claim(judged: "Contrast | Mapping", claimed: float, *, who: str = "the seed") -> str:
+def against_claim(judged: "Contrast | Mapping", claimed: float, *, who: str = "the winning team") -> str:
     """One sentence on what a measured Δ says about a claimed one: whether the claim lies in its 95%
     interval, and, for a tie, whether the design could have seen an effect of the claimed size (its MDE).
     `judged` is a `Contrast` or what a metrics file records of one (`Contrast.as_dict`)."""

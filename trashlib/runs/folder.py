@@ -2,8 +2,8 @@
 
 Layout of `runs/<run-name>/`: config.yaml, environment.json (git commit and dirty flag, versions,
 device), metrics.jsonl (one JSON record per line, written as training goes), eval-images.npz (the
-final evaluation's confusion matrix of each val image, for `trashlib.compare`), checkpoints/
-(best.safetensors and last-<step>/ holding last.safetensors + last_state.json, see trashlib.checkpoint)
+final evaluation's confusion matrix of each val image, for `trashlib.scoring.compare`), checkpoints/
+(best.safetensors and last-<step>/ holding last.safetensors + last_state.json, see trashlib.runs.checkpoint)
 and finished.json once training completed. A folder without config.yaml is not a run: training never
 writes into (or clears) one that holds anything else.
 Names follow `<model>-<size>_b<batch>x<steps>_<data folder>-<crop>`, for example
@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trashlib import checkpoint, paths
-from trashlib.checkpoint import load_weights
+from trashlib import paths
 from trashlib.config import TrainConfig
 from trashlib.io import atomic_open, check_output_place, read_json
 from trashlib.models import build_model
+from trashlib.runs import checkpoint
+from trashlib.runs.checkpoint import load_weights
 
 CONFIG_FILE, METRICS_FILE, FINISHED_FILE, ENV_FILE = "config.yaml", "metrics.jsonl", "finished.json", "environment.json"
 EVAL_IMAGES_FILE = "eval-images.npz"  # the final evaluation's confusion matrix per val image
@@ -312,7 +313,7 @@ class Run:
 
     def load_model(self, which: str = "last", *, model=None, device="cpu"):
         """The run's model (built from its config unless `model` is given) with the weights, in eval mode."""
-        path = self.checkpoint(which)
+        self.checkpoint(which)  # a missing checkpoint fails here, before the model is built
         if model is None:
             cfg = self.config
             try:  # a pretrained checkpoint's config defines the architecture; its weights are replaced

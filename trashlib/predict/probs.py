@@ -6,7 +6,7 @@ image, `settings.json` (what made them) first and `index.json` (the items) last,
 index is complete. `ProbIndex` reads one: len, iteration of (file_name, probs), load(i), argmax(i);
 evaluation, submission and notebook 07 read any index alike.
 
-Each map proves itself (`trashlib.probmap`: the file format): its .npz holds the image's file name and
+Each map proves itself (`trashlib.predict.probmap`: the file format): its .npz holds the image's file name and
 the store's `store_id` beside the probabilities, and index.json records each map's shape and the sha1
 of its bytes. Loading a map checks them, so a damaged, truncated, swapped or foreign file is an error
 naming the file, its image and how to rebuild the store (`rebuild_hint`), never a wrong number; a
@@ -29,8 +29,7 @@ import numpy as np
 
 from trashlib import paths
 from trashlib.io import read_json, write_json
-from trashlib.probmap import DTYPES, as_probs, read_map, save_probs, store_id
-from trashlib.probmap import load_probs, quantize_probs  # noqa: F401  (the store's API, as before the split)
+from trashlib.predict.probmap import DTYPES, as_probs, read_map, save_probs, store_id
 
 INDEX_FILE, SETTINGS_FILE = "index.json", "settings.json"
 VERSION = 3  # 3: maps hold their image's name, index.json their sha1 (2 had neither)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from trashlib.classes import CLASSES, NUM_CLASSES
-from trashlib.viz import colorize, overlay, present_classes
+from trashlib.plots.images import colorize, overlay, present_classes
 
 
 class ImageViewer:

@@ -17,7 +17,6 @@ from scipy.linalg import eigh
 
 from trashlib.classes import CLASS_NAMES, NUM_CLASSES
 from trashlib.io import read_json
-from trashlib.viz import plot_annotation_crops
 
 FEATURE_NAMES = (
     "L_mean", "a_mean", "b_mean", "L_std", "a_std", "b_std", "L_p10", "L_p90",
@@ -257,10 +256,13 @@ def crop_annotation(image: np.ndarray, bbox, *, polygon=None, margin: float = 0.
     return image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)], outline
 
 
-def plot_candidates(dataset, ranking: pd.DataFrame, annotations: pd.DataFrame, *, top_k: int = 10,
-                    known_ids=None, ncols: int = 5):
-    """Thumbnails of the top-k candidates: crop, polygon, given vs predicted label; a red frame marks
-    a known wrong label, a grey one a label known to be right (only when `known_ids` is given)."""
+def candidate_crops(dataset, ranking: pd.DataFrame, annotations: pd.DataFrame, *, top_k: int = 10,
+                    known_ids=None) -> dict:
+    """The top-k candidates as `plots.plot_annotation_crops` draws them: {crops, outlines, titles, edgecolors}.
+
+    Each title gives the rank, the annotation, its label and the label its appearance says; an edge colour
+    marks a known wrong label red and a label known to be right grey (only when `known_ids` is given).
+    """
     top = ranking.head(top_k).merge(annotations[["annotation_id", "index"]], on="annotation_id", how="left")
     known = None if known_ids is None else set(known_ids)
     crops, outlines, titles, edges = [], [], [], []
@@ -273,4 +275,4 @@ def plot_candidates(dataset, ranking: pd.DataFrame, annotations: pd.DataFrame, *
         titles.append(f"#{rank} ann {row.annotation_id}\nlabel: {row.given_name} (p {row.p_given:.3f})\n"
                       f"looks: {row.predicted_name} (p {row.p_predicted:.2f})")
         edges.append(None if known is None else ("red" if row.annotation_id in known else "0.6"))
-    return plot_annotation_crops(crops, outlines=outlines, titles=titles, edgecolors=edges, ncols=ncols)
+    return {"crops": crops, "outlines": outlines, "titles": titles, "edgecolors": edges}

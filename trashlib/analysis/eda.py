@@ -1,7 +1,7 @@
 """Dataset statistics in one streaming pass: class counts, pixel shares, colours, areas, containment.
 
 `collect_stats` reads each image once (never holding more than one), and gathers everything the EDA
-notebook plots, plus the per-annotation appearance features that `trashlib.mislabel` ranks.
+notebook plots, plus the per-annotation appearance features that `trashlib.analysis.mislabel` ranks.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pandas as pd
 from pycocotools import mask as mask_utils
 from tqdm.auto import tqdm
 
+from trashlib.analysis.mislabel import image_feature_maps, region_features
 from trashlib.classes import CLASS_NAMES, COMPETITION_COUNTS, NUM_CLASSES, class_id
 from trashlib.data.raster import annotation_rle
-from trashlib.mislabel import image_feature_maps, region_features
 from trashlib.progress import shown
 
 PLASTIC_BAG = class_id("Plastic bag")

@@ -1,13 +1,13 @@
 """Report profiles and notebook parameters: what papermill injects into each notebook.
 
-A profile file (trashlib/profiles/*.yaml, or any YAML path) has these top-level keys: `description`;
+A profile file (trashlib/reporting/profiles/*.yaml, or any YAML path) has these top-level keys: `description`;
 `defaults`, parameters for every notebook that declares them (data_root); `training`, the training
 budget (TrainConfig fields) that every training notebook receives as its one `training` parameter and
 turns into a config with `training_config` (02 trains it once as the trunk run); `branch`, the
 TrainConfig fields a paired comparison's arms change when they continue from the trunk
 (`branch_config`); `seeds`, the seeds of every compared arm; and `notebooks`, per notebook its
 parameters, where a `training:` mapping overrides single budget keys. Every key must name a parameter of its
-notebook's `parameters` cell and hold a value of its kind (`trashlib.notebook_cell`): a typo, a duplicated key
+notebook's `parameters` cell and hold a value of its kind (`trashlib.reporting.notebook_cell`): a typo, a duplicated key
 or a wrong type is an error naming the file and the key (with the closest valid name), found before any
 notebook runs.
 """
@@ -24,11 +24,12 @@ import yaml
 
 from trashlib import paths
 from trashlib.config import TrainConfig
-from trashlib.inference import TTA
 from trashlib.models import MODELS
-from trashlib.notebook_cell import declared_parameters, kind_problem, non_finite, notebook_parameter_names, show
+from trashlib.predict.inference import TTA
+from trashlib.reporting.notebook_cell import (declared_parameters, kind_problem, non_finite, notebook_parameter_names,
+                                              show)
 
-PROFILES_DIR = paths.PACKAGE_DIR / "profiles"
+PROFILES_DIR = paths.PACKAGE_DIR / "reporting" / "profiles"
 PROFILE_KEYS = ("description", "defaults", "training", "branch", "seeds", "notebooks")
 NOT_BUDGET = ("model", "data_root")  # a notebook chooses its models; data_root comes from defaults or --data
 NOT_BRANCH = NOT_BUDGET + ("init_from", "seed")  # a branch starts from the trunk with each of the seeds
@@ -193,7 +194,7 @@ def load_profile(profile: str | os.PathLike) -> dict:
 
     Raises ValueError naming the file for malformed YAML, a non-mapping section, a budget key that is no
     TrainConfig field, a notebook name that matches no notebook, a key that is not a notebook parameter,
-    or a value of another kind than the parameter's default (`trashlib.notebook_cell`).
+    or a value of another kind than the parameter's default (`trashlib.reporting.notebook_cell`).
     """
     prof = _read_profile(_profile_path(profile))
     declared = {p.stem: declared_parameters(p) for p in notebook_paths()}
@@ -227,7 +228,7 @@ def _value_problem(prof: dict, where: str, param, value) -> str | None:
 
     Its kind must be the default's, and no number in it NaN or infinite; `branch` and `seeds` are checked as
     the profile's own blocks are, each arm of `variants` as a branch, each model of 03's `scratch_models` as
-    a budget, and `tta` must hold fields of trashlib.inference.TTA.
+    a budget, and `tta` must hold fields of trashlib.predict.inference.TTA.
     """
     if (bad := non_finite(value, where)) is not None:
         return f"{bad} is NaN or infinite; give a finite number"

@@ -1,0 +1,1 @@
+"""Looking at the data: dataset statistics, mislabel candidates, and an interactive browser for JupyterLab."""
