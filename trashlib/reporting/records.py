@@ -35,8 +35,9 @@ MIoU = Annotated[float, "an mIoU in [0, 1]"]
 Share = Annotated[float, "a share in [0, 1]"]
 Spread = Annotated[float, "a spread >= 0"]
 Count = Annotated[int, "a count >= 0"]
+NonNegative = Annotated[float, "a number >= 0"]
 _RANGES = {"an mIoU in [0, 1]": (0.0, 1.0), "a share in [0, 1]": (0.0, 1.0), "a spread >= 0": (0.0, math.inf),
-           "a count >= 0": (0, math.inf)}
+           "a count >= 0": (0, math.inf), "a number >= 0": (0.0, math.inf)}
 
 
 def jsonable(obj):
@@ -317,8 +318,8 @@ class BaselineRecord(ArmRecord, NotebookRecord):
     target_mIoU: MIoU | None = None
     learning_curve: dict[str, list] = field(default_factory=dict)
     trunk_val_mIoU: MIoU | None = None
-    steps_to_target: Count | None = None
-    train_s_per_step: Spread | None = None
+    steps_to_target: NonNegative | None = None      # a fit's extrapolation: fractional steps
+    train_s_per_step: NonNegative | None = None
     trunk_train_mIoU: MIoU | None = None
     train_val_gap: dict | None = None
     analysis_tta: dict = field(default_factory=dict)
