@@ -137,7 +137,7 @@ def _finite(value, at: str) -> None:
             _finite(v, f"{at}[{i}]")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Record:
     """A checked record: every field holds its declared kind (checked in __post_init__, after `jsonable`: a
     NaN handed in is "no value", which only a field that may be empty (`| None`) takes)."""
@@ -191,7 +191,7 @@ def _plain(value):
     return value
 
 
-@dataclass
+@dataclass(kw_only=True)
 class NotebookRecord(Record):
     """A record one notebook writes: its file name and schema version are class constants."""
 
@@ -221,8 +221,21 @@ class NotebookRecord(Record):
 
 
 # -- nested records ----------------------------------------------------------------------------------
-@dataclass
-class ArmRecord(Record):
+@dataclass(kw_only=True)
+class ContrastRecord(Record):
+    """What a record holds of a contrast against its reference (`compare.Contrast.as_dict`), where it has one:
+    delta, its 95% interval, the MDE, the noise it was measured under, the verdict, and the same per class."""
+
+    delta: float | None = None
+    delta_ci: list[float] | None = None
+    mde: Spread | None = None
+    noise: str | None = None
+    verdict: str | None = None
+    per_class_delta: dict[str, dict | None] | None = None
+
+
+@dataclass(kw_only=True)
+class ArmRecord(ContrastRecord):
     """One arm over its seeds (`compare.variant_record`); against a reference also its contrast
     (`compare.Contrast.as_dict`: delta, delta_ci, mde, noise, verdict) and per_class_delta."""
 
@@ -233,20 +246,14 @@ class ArmRecord(Record):
     per_class_iou: dict[str, MIoU | None] = field(default_factory=dict)
     run_names: list[str] = field(default_factory=list)
     small_object_recall: Share | None = None
-    delta: float | None = None
-    delta_ci: list[float] | None = None
-    mde: Spread | None = None
-    noise: str | None = None
-    verdict: str | None = None
-    per_class_delta: dict[str, dict | None] | None = None
 
     @property
     def seed_count(self) -> int:
         return len(self.seeds) or 1
 
 
-@dataclass
-class StageRecord(Record):
+@dataclass(kw_only=True)
+class StageRecord(ContrastRecord):
     """One of 05's stages (`postprocess.stages.stage_records`): its score, what it builds on, the recipe that
     rebuilds it (`postprocess.recipe.StageRecipe.as_dict`), and its contrast against what it builds on."""
 
@@ -258,18 +265,12 @@ class StageRecord(Record):
     runs: list[str] = field(default_factory=list)
     recipe: dict = field(default_factory=dict)
     index: str | None = None
-    delta: float | None = None
-    delta_ci: list[float] | None = None
-    mde: Spread | None = None
-    noise: str | None = None
-    verdict: str | None = None
-    per_class_delta: dict[str, dict | None] | None = None
     val_mIoU_std: Spread | None = None      # the first stage: the spread of its run's seeds
     seeds: Count = 1
     seed_runs: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PseudoSetRecord(Record):
     """One of 06's pseudo-label sets: its folder, the rule that made it (`PseudoRecipe`'s key), its round."""
 
@@ -282,7 +283,7 @@ class PseudoSetRecord(Record):
 
 
 # -- one record per notebook -------------------------------------------------------------------------
-@dataclass
+@dataclass(kw_only=True)
 class EDARecord(NotebookRecord):
     NOTEBOOK: ClassVar[str] = "01_EDA"
 
@@ -303,7 +304,7 @@ class EDARecord(NotebookRecord):
     mislabel_quality: dict | None = None     # `mislabel.ranking_quality` where the known mislabels are given
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BaselineRecord(ArmRecord, NotebookRecord):
     """02: the baseline arm over seeds (the ArmRecord fields, at the top level) and the trunk it continues."""
 
@@ -327,7 +328,7 @@ class BaselineRecord(ArmRecord, NotebookRecord):
     analysis_images: Count = 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BackbonesRecord(NotebookRecord):
     """03: each model's arm against the reference (grown from the trunk), and the models trained from scratch."""
 
@@ -351,7 +352,7 @@ class BackbonesRecord(NotebookRecord):
     costs: list[dict] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CopyPasteRecord(NotebookRecord):
     """04: each way of pasting against "none", with the copy-paste fields that define each arm."""
 
@@ -370,7 +371,7 @@ class CopyPasteRecord(NotebookRecord):
     runs: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StagesRecord(NotebookRecord):
     """05: the stages (best single run -> votes -> CRF -> overwrite), each judged against what it builds on."""
 
@@ -398,7 +399,7 @@ class StagesRecord(NotebookRecord):
     best_index: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PseudoRecord(NotebookRecord):
     """06: each pseudo-label set's arm against "none", the teacher, and the sets themselves."""
 
@@ -414,7 +415,7 @@ class PseudoRecord(NotebookRecord):
     quality_curve: list[dict] | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SubmissionRecord(NotebookRecord):
     """07: what was submitted (a run or one of 05's stages, with the recipe that rebuilt it), and its scores."""
 
