@@ -42,8 +42,9 @@ def _imports(name: str, path: pathlib.Path, tree: ast.AST):
             yield target, id(node) in inside
 
 
-MODULES = {name for name, _, _ in _modules()}
-GRAPH = {name: {t for t, _ in _imports(name, path, tree) if t.startswith("trashlib")} for name, path, tree in _modules()}
+PARSED = list(_modules())  # (name, path, tree) of every module, parsed once for every test here
+MODULES = {name for name, _, _ in PARSED}
+GRAPH = {name: {t for t, _ in _imports(name, path, tree) if t.startswith("trashlib")} for name, path, tree in PARSED}
 
 
 def _room(module: str) -> str:
@@ -96,7 +97,7 @@ def test_the_cycle_finder_finds_cycles():
 
 
 def test_function_local_imports_only_for_heavy_optional_packages():
-    local = sorted(f"{path.relative_to(PACKAGE.parent)}: {target}" for name, path, tree in _modules()
+    local = sorted(f"{path.relative_to(PACKAGE.parent)}: {target}" for name, path, tree in PARSED
                    for target, inside in _imports(name, path, tree)
                    if inside and target.split(".")[0] not in LAZY_OK)
     assert local == []
@@ -117,7 +118,7 @@ def test_only_the_report_and_the_cli_run_the_report():
 def _external_imports() -> dict[str, set[str]]:
     """The top-level packages outside trashlib that each module imports."""
     return {name: {t.split(".")[0] for t, _ in _imports(name, path, tree) if not t.startswith("trashlib")}
-            for name, path, tree in _modules()}
+            for name, path, tree in PARSED}
 
 
 def test_paths_only_computes_paths():

@@ -103,7 +103,8 @@ def _variant_step(m: CopyPasteRecord | PseudoRecord | None, which) -> dict:
         return {}
     spread = max(a.val_mIoU_std or 0.0, b.val_mIoU_std or 0.0)
     seeds = min(a.seed_count, b.seed_count)
-    pasted = getattr(m, "trunk_copy_paste", None)  # 04: a trunk that already pasted makes "none" a stop, not a never
+    # 04: a trunk that already pasted makes "none" a stop, not a never
+    pasted = m.trunk_copy_paste if isinstance(m, CopyPasteRecord) else None
     what = f"{ref} -> {name}" + (f" (from a trunk trained with {pasted})" if pasted and pasted != "none" else "")
     return {"before": before, "after": after, "spread": spread, "seeds": seeds, "what": what,
             **_judged(b, after - before, spread, seeds)}

@@ -9,7 +9,7 @@ another is a field declared here, with its type, so no reader finds anything by 
   refused (`store.save_metrics` writes NaN as null, so a field that may be empty is `| None`), and a key
   the schema does not declare is refused. The error names the file and the key.
 - The file holds `"schema": <notebook>` and `"version": <n>`. A file of another version (one written
-  before this schema, or by a newer trashlib) is refused with the advice to run the notebook again.
+  before this schema, or by a newer trashlib) is refused (`store.load_metrics` adds: run the notebook again).
 - Nested records: `ArmRecord` (an arm over seeds, `compare.variant_record`: 02's baseline, 03's models,
   04 and 06's variants, 05's noise) and `StageRecord` (one of 05's stages, `stages.stage_records`).
   A field typed with a record takes that record or the dict the helpers return.
@@ -42,9 +42,8 @@ _RANGES = {"an mIoU in [0, 1]": (0.0, 1.0), "a share in [0, 1]": (0.0, 1.0), "a 
 
 def jsonable(obj):
     """`obj` as JSON values: numpy scalars and arrays as Python numbers and lists, tuples as lists, paths as
-    text, mapping keys as text, and NaN or infinity as None (null: "no value")."""
-    if isinstance(obj, Record):
-        obj = obj.as_dict()
+    text, mapping keys as text, and NaN or infinity as None (null: "no value"). A record inside is kept as
+    it is (`Record.as_dict` makes it JSON)."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -72,8 +71,7 @@ def _shown(value) -> str:
 def _check(value, kind, at: str):
     """`value` checked against the annotation `kind` (nested records made from dicts); a RecordError naming `at`."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if kind is Any:
-        _finite(value, at)
+    if kind is Any:  # free-form: made records hold no NaN (`jsonable`), read ones were refused it (`from_dict`)
         return value
     if origin is Annotated:
         value = _check(value, args[0], at)
@@ -101,8 +99,6 @@ def _check(value, kind, at: str):
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecordError(f"{at}: must be a number, got {_shown(value)}")
-        if not math.isfinite(value):
-            raise RecordError(f"{at}: {value} is not a finite number")
         return float(value)
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -131,7 +127,7 @@ def _finite(value, at: str) -> None:
         raise RecordError(f"{at}: {value} is not a finite number (save_metrics writes NaN as null)")
     if isinstance(value, dict):
         for k, v in value.items():
-            _finite(v, f"{at}.{k}")
+            _finite(v, f"{at}.{k}" if at else str(k))
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             _finite(v, f"{at}[{i}]")
@@ -145,40 +141,32 @@ class Record:
     def __post_init__(self):
         hints = typing.get_type_hints(type(self), include_extras=True)
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, Record):
-                value = value if _is_records(value) else jsonable(value)
-            setattr(self, f.name, _check(value, hints[f.name], f.name))
+            setattr(self, f.name, _check(jsonable(getattr(self, f.name)), hints[f.name], f.name))
 
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "") -> "Record":
-        """The record of a JSON object: unknown keys refused; keys the object lacks take their defaults."""
+        """The record of a JSON object (a file's, so a non-finite number is a fault, not "no value"): unknown keys
+        refused; keys the object lacks take their defaults. Faults are named under `where`."""
+        prefix = f"{where}." if where else ""
         if not isinstance(d, dict):
             raise RecordError(f"{where or cls.__name__}: must be a JSON object, got {_shown(d)}")
+        _finite(d, where)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise RecordError(f"{where + '.' if where else ''}{unknown[0]}: not a key of {cls.__name__} "
-                              f"(known: {', '.join(sorted(names))})")
+            raise RecordError(f"{prefix}{unknown[0]}: not a key of {cls.__name__} (known: {', '.join(sorted(names))})")
         missing = [f.name for f in dataclasses.fields(cls)
                    if f.name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
-            raise RecordError(f"{where + '.' if where else ''}{missing[0]}: missing (a {cls.__name__} needs it)")
-        hints = typing.get_type_hints(cls, include_extras=True)
-        values = {}
-        for k, v in d.items():
-            values[k] = _check(v, hints[k], f"{where}.{k}" if where else k)
-        return cls(**values)
+            raise RecordError(f"{prefix}{missing[0]}: missing (a {cls.__name__} needs it)")
+        try:
+            return cls(**d)
+        except RecordError as e:
+            raise RecordError(f"{prefix}{e}") from None
 
     def as_dict(self) -> dict:
         """The record as JSON-ready values (nested records as objects)."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _is_records(value) -> bool:
-    """A mapping or list of records (kept as they are; `jsonable` would flatten them)."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-    return bool(items) and all(isinstance(v, Record) for v in items)
 
 
 def _plain(value):
@@ -211,8 +199,7 @@ class NotebookRecord(Record):
         if schema != cls.NOTEBOOK or version != cls.VERSION:
             found = "no schema version (written before records were versioned)" if version is None else \
                 f"schema {schema!r} version {version!r}"
-            raise RecordError(f"{where}: {found}; this trashlib reads {cls.NOTEBOOK!r} version {cls.VERSION}: "
-                              f"run {cls.NOTEBOOK} again to write it anew")
+            raise RecordError(f"{where}: {found}; this trashlib reads {cls.NOTEBOOK!r} version {cls.VERSION}")
         body = {k: v for k, v in d.items() if k not in ("schema", "version")}
         try:
             return cls.from_dict(body)
@@ -462,10 +449,11 @@ def schema_markdown() -> str:
     """docs/records.md: every record's fields and kinds, as `schema_table` lists them (a test keeps the file equal
     to this; regenerate it with `python -m trashlib.reporting.records > docs/records.md`)."""
     lines = ["# The metrics records", "",
-             "Generated from `trashlib/reporting/records.py` (`python -m trashlib.reporting.records > docs/records.md`);",
-             "a test fails when this file and the code differ. Each notebook writes one record to",
-             "`reports/metrics/<notebook>.json` with `schema` (the notebook) and `version`; readers refuse another",
-             "version, an unknown key, and a value of another kind, naming the file and the key.", ""]
+             "Generated from `trashlib/reporting/records.py`",
+             "(`python -m trashlib.reporting.records > docs/records.md`); a test fails when this file and the code",
+             "differ. Each notebook writes one record to `reports/metrics/<notebook>.json` with `schema` (the",
+             "notebook) and `version`; readers refuse another version, an unknown key, and a value of another kind,",
+             "naming the file and the key.", ""]
     by_record: dict[str, list[dict]] = {}
     for row in schema_table():
         by_record.setdefault(row["record"], []).append(row)

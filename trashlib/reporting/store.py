@@ -40,9 +40,7 @@ def load_metrics(notebook: str) -> NotebookRecord | None:
     try:
         return read_record(path)
     except ValueError as e:
-        message = str(e)
-        raise ValueError(message if "again" in message else f"{message}; run {notebook} again to write it anew") \
-            from None
+        raise ValueError(f"{e}; run {notebook} again to write it anew") from None
 
 
 def save_figure(fig, name: str, *, dpi: int = 110) -> None:
