@@ -14,13 +14,19 @@ import pytest
 import torch
 from transformers.models.mask2former.modeling_mask2former import (Mask2FormerLoss, dice_loss, pair_wise_dice_loss,
                                                                   pair_wise_sigmoid_cross_entropy_loss,
-                                                                  sigmoid_cross_entropy_loss)
+                                                                  sample_point, sigmoid_cross_entropy_loss)
 
 from conftest import tiny_model
 
 from trashlib.classes import IGNORE_INDEX, NUM_CLASSES
 from trashlib.models.mask2former import masks_to_targets
-from trashlib.models.mask2former_loss import pairwise_costs, point_targets, weighted_dice, weighted_sigmoid_ce
+from trashlib.models.mask2former_loss import (
+    pairwise_costs,
+    point_targets,
+    sample_cycled,
+    weighted_dice,
+    weighted_sigmoid_ce,
+)
 
 # whole models forward and backward (`make test` runs it; `make test-fast` leaves it out)
 pytestmark = pytest.mark.integration
@@ -236,3 +242,14 @@ def test_an_image_ignored_everywhere_gives_a_finite_loss(name):
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         model.zero_grad(set_to_none=True)
+
+
+def test_sample_cycled_is_sample_point_on_the_copied_maps():
+    """Rows that cycle through the images sample the same values as the per-row copies, past the edges too."""
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(3, 4, 9, 7, generator=g)
+    coords = torch.rand(6, 40, 2, generator=g) * 1.2 - 0.1  # some points past the border
+    for padding in ("zeros", "border"):
+        copied = sample_point(maps[torch.arange(6) % 3], coords, align_corners=False, padding_mode=padding)
+        torch.testing.assert_close(sample_cycled(maps, coords, align_corners=False, padding_mode=padding), copied,
+                                   rtol=0, atol=0)

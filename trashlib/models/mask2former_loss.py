@@ -49,6 +49,23 @@ def point_targets(target_masks: torch.Tensor, valid: torch.Tensor, coords: torch
     return (labels / weights.clamp_min(1e-6)).clamp(max=1.0), weights
 
 
+def sample_cycled(maps: torch.Tensor, coords: torch.Tensor, **kwargs) -> torch.Tensor:
+    """`sample_point(maps[arange(M) % N], coords)` without copying the maps for every row.
+
+    Rows cycle through the N images (layer-major: every decoder layer's rows of images 0..N-1), so the
+    rows of one image are its grid's lines in a single grid_sample. In a CPU step the copies cost more
+    than the sampling.
+
+    Shape:
+        maps: (N, C, H, W); coords: (M, P, 2) in [0, 1], M a multiple of N; returns: (M, C, P)
+    """
+    n, c = maps.shape[:2]
+    m, p = coords.shape[:2]
+    grid = coords.reshape(m // n, n, p, 2).transpose(0, 1)  # (N, L, P, 2): image i's rows i, i + N, ...
+    out = sample_point(maps, grid, **kwargs)  # (N, C, L, P)
+    return out.permute(2, 0, 1, 3).reshape(m, c, p)
+
+
 def weighted_sigmoid_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, num_masks) -> torch.Tensor:
     """Per mask the weighted mean BCE over its points, summed over masks / num_masks (0 for weight 0).
 
@@ -73,17 +90,18 @@ def weighted_dice(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
 def pairwise_costs(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor):
     """The matcher's weighted BCE and Dice costs between every prediction and every target, per row.
 
+    BCE(x, y) = softplus(x) - x y, so the weighted sums over points are matrix products with the weights
+    folded into the (small) label side: no product of the weights with every prediction's points.
+
     Shape:
         logits: (M, Q, P); labels: (M, T, P); weights: (M, P), shared by all pairs of a row
         returns: (M, Q, T) BCE cost, (M, Q, T) Dice cost
     """
-    w = weights[:, None]
-    pos = F.softplus(-logits) * w  # BCE against 1
-    neg = F.softplus(logits) * w  # BCE against 0
-    labels_t = labels.transpose(1, 2)
-    bce = (pos @ labels_t + neg @ (1 - labels_t)) / weights.sum(1).clamp_min(1e-6)[:, None, None]
-    probs = logits.sigmoid() * w
-    dice = 1 - (2 * probs @ labels_t + 1) / (probs.sum(-1)[:, :, None] + (labels * w).sum(-1)[:, None, :] + 1)
+    w = weights[:, :, None]  # (M, P, 1)
+    weighted = labels.transpose(1, 2) * w  # (M, P, T)
+    bce = (F.softplus(logits) @ w - logits @ weighted) / weights.sum(1).clamp_min(1e-6)[:, None, None]
+    probs = logits.sigmoid()
+    dice = 1 - (2 * probs @ weighted + 1) / (probs @ w + weighted.sum(1)[:, None, :] + 1)
     return bce, dice
 
 
@@ -113,21 +131,24 @@ def batched_costs(mask_logits, class_logits, targets, target_classes, valid, coo
                   cost_dice) -> torch.Tensor:
     """The matcher's cost between every query and every target, for many (layer, image) rows at once.
 
-    The same cost as one image at a time (`pairwise_costs` plus the class term), with each row's own points.
+    The same cost as one image at a time (`pairwise_costs` plus the class term), with each row's own points,
+    computed in float32 (outside autocast: the assignment compares sums over a thousand points).
 
     Shape:
-        mask_logits: (M, Q, h, w); class_logits: (M, Q, C+1); targets: (M, T, H, W) float
-        target_classes: (M, T) long; valid: (M, 1, H, W) float; coords: (M, P, 2) in [0, 1]
+        mask_logits: (M, Q, h, w); class_logits: (M, Q, C+1); targets: (N, T, H, W) float, row r's image
+            r % N (N = M: one row per image); target_classes: (M, T) long; valid: (N, 1, H, W) float
+        coords: (M, P, 2) in [0, 1]
         returns: (M, Q, T) float32
     """
-    mask_logits, class_logits = mask_logits.float(), class_logits.float()
-    weights = point_weights(valid, coords)  # (M, P)
-    labels = sample_point(targets, coords, align_corners=False)  # (M, T, P)
-    labels = (labels / weights[:, None].clamp_min(1e-6)).clamp(max=1.0)
-    logits = sample_point(mask_logits, coords, align_corners=False)  # (M, Q, P)
-    bce, dice = pairwise_costs(logits, labels, weights)
-    cls = -class_logits.softmax(-1).gather(-1, target_classes[:, None, :].expand(-1, class_logits.shape[1], -1))
-    cost = cost_mask * bce + cost_class * cls + cost_dice * dice
+    with torch.autocast(mask_logits.device.type, enabled=False):
+        mask_logits, class_logits = mask_logits.float(), class_logits.float()
+        weights = sample_cycled(valid, coords, align_corners=False, padding_mode="border")[:, 0]  # (M, P)
+        labels = sample_cycled(targets, coords, align_corners=False)  # (M, T, P)
+        labels = (labels / weights[:, None].clamp_min(1e-6)).clamp(max=1.0)
+        logits = sample_point(mask_logits, coords, align_corners=False)  # (M, Q, P)
+        bce, dice = pairwise_costs(logits, labels, weights)
+        cls = -class_logits.softmax(-1).gather(-1, target_classes[:, None, :].expand(-1, class_logits.shape[1], -1))
+        cost = cost_mask * bce + cost_class * cls + cost_dice * dice
     big = torch.finfo(cost.dtype).max
     return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
 
@@ -147,8 +168,8 @@ class IgnoreAwareHungarianMatcher(Mask2FormerHungarianMatcher):
         """Hungarian indices per row: a list of (query indices, target indices), each (T_row,) long.
 
         Shape:
-            mask_logits: (M, Q, h, w); class_logits: (M, Q, C+1); targets: (M, T, H, W) padded
-            target_classes: (M, T); counts: (M,) real targets per row; valid: (M, 1, H, W)
+            mask_logits: (M, Q, h, w); class_logits: (M, Q, C+1); targets: (N, T, H, W) padded, row r's
+                image r % N; target_classes: (M, T); counts: (M,) real targets per row; valid: (N, 1, H, W)
         """
         coords = torch.rand(len(mask_logits), self.num_points, 2, device=mask_logits.device)
         cost = batched_costs(mask_logits, class_logits, targets, target_classes, valid, coords,
@@ -209,6 +230,8 @@ class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
     def sample_points(self, pred_masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """transformers' uncertainty sampling with the uncertain points taken among valid candidates.
 
+        The points of a mask are a set (the losses sum over them), so the uncertain ones are picked unsorted.
+
         Shape:
             pred_masks, valid: (M, 1, h, w), (M, 1, H, W)
             returns: (M, num_points, 2) in [0, 1]
@@ -218,7 +241,7 @@ class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
         uncertainty = -sample_point(pred_masks, candidates, align_corners=False).abs().squeeze(1)
         uncertainty = uncertainty.masked_fill(point_weights(valid, candidates) == 0, float("-inf"))
         k = int(self.importance_sample_ratio * self.num_points)
-        picked = candidates.gather(1, uncertainty.topk(k, dim=1).indices[..., None].expand(-1, -1, 2))
+        picked = candidates.gather(1, uncertainty.topk(k, dim=1, sorted=False).indices[..., None].expand(-1, -1, 2))
         if k == self.num_points:
             return picked
         return torch.cat([picked, torch.rand(m, self.num_points - k, 2, device=device)], dim=1)
@@ -241,8 +264,7 @@ class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
         valid = self.valid if self.valid is not None else _all_valid(mask_labels)
         targets, classes, counts = pad_targets(mask_labels, class_labels)
         targets = targets.to(mask_logits.device)
-        indices = self.matcher.match(mask_logits, class_logits, targets[image], classes[image], counts[image],
-                                     valid[image])
+        indices = self.matcher.match(mask_logits, class_logits, targets, classes[image], counts[image], valid)
         num_masks = self.get_num_masks(class_labels, device=class_labels[0].device)
         row = torch.cat([torch.full_like(src, r) for r, (src, _) in enumerate(indices)])
         query = torch.cat([src for src, _ in indices])

@@ -122,8 +122,8 @@ class MaskDINOLoss(IgnoreAwareMask2FormerLoss):
         class_logits = torch.cat(predictions.class_logits)
         pred_boxes = torch.cat(predictions.boxes)
         image = torch.arange(len(class_logits), device=targets.device) % n
-        indices = self.matcher.match_with_boxes(mask_logits, class_logits, pred_boxes, targets[image], classes[image],
-                                                target_boxes[image], counts[image.cpu()], valid[image])
+        indices = self.matcher.match_with_boxes(mask_logits, class_logits, pred_boxes, targets, classes[image],
+                                                target_boxes[image], counts[image.cpu()], valid)
         row = torch.cat([torch.full_like(src, r) for r, (src, _) in enumerate(indices)]).to(targets.device)
         query = torch.cat([src for src, _ in indices]).to(targets.device)
         target = torch.cat([tgt for _, tgt in indices]).to(targets.device)
