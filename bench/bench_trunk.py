@@ -183,14 +183,14 @@ def analyse_current(args, step_s: float) -> None:
     from trashlib.models import build_model
     from trashlib.training.augment import transform_from_config
     from trashlib.training.loop import make_optimizer, resolve_precision
-    from trashlib.training.sampling import TrainStream, repeat_factors, train_loader
+    from trashlib.training.sampling import TrainStream, sampling_factors, train_loader
 
     recipe = yaml.safe_load((REPO / "trashlib" / "reporting" / "profiles" / "cpu.yaml").read_text())["training"]
     recipe.update(model="mask2former-swin", size="tiny", data_root=str(args.data), val_split=None)
     cfg = TrainConfig(**recipe)
     bf16 = resolve_precision(cfg.mixed_precision) == "bf16"
     data = build_train_dataset(cfg)
-    repeat = None if cfg.repeat_threshold is None else repeat_factors(data, cfg.repeat_threshold)
+    repeat = sampling_factors(data, cfg)
     stream = TrainStream(data, transform_from_config(cfg), seed=0, paste=online_paster(cfg), repeat=repeat)
     n = args.warmup + args.analyse_steps
     t = time.perf_counter()

@@ -480,6 +480,34 @@ def test_resume_is_refused_when_the_model_presets_changed(tiny_root, monkeypatch
     assert train(cfg.replace(resume=True), model=TinySeg(), progress=False).finished
 
 
+def test_extra_repeat_draws_the_extra_sets_more_and_counts_their_draws(tiny_root, tmp_path):
+    """extra_repeat multiplies the extra sets' draws per epoch (repeat factors too); extra_draws counts them."""
+    from trashlib.config import TrainConfig
+    from trashlib.data import TrashDataset, build_train_dataset, write_label_maps
+    from trashlib.training.sampling import TrainStream, draw_counts, extra_draws, repeat_factors, sampling_factors
+
+    ds = TrashDataset(tiny_root, "train")
+    n = len(ds)
+    extra = write_label_maps(tmp_path / "set", [(f"pl{i}.jpg", ds.load_image(i), ds.load_mask(i)) for i in range(2)])
+    cfg = TrainConfig(data_root=str(tiny_root), extra_train=(str(extra.root),), batch_size=2, steps=3 * (n + 2))
+    data = build_train_dataset(cfg)
+    assert sampling_factors(data, cfg) is None  # no repeat threshold, extra_repeat 1: every image once
+    four = sampling_factors(data, cfg.replace(extra_repeat=4))
+    np.testing.assert_array_equal(four, [1.0] * n + [4.0, 4.0])
+    with_rfs = cfg.replace(extra_repeat=4, repeat_threshold=0.3)
+    np.testing.assert_array_equal(sampling_factors(data, with_rfs), repeat_factors(data, 0.3) * ([1] * n + [4, 4]))
+    # 6 epochs of the n + 2 images: each extra image drawn 6 times, then 24 at 4x (epochs of n + 8 draws)
+    assert extra_draws(cfg).tolist() == [6, 6]
+    stream = TrainStream(data, None, seed=cfg.seed, repeat=four)
+    counts = draw_counts(stream, 0, 6 * (n + 8))
+    assert counts[n:].tolist() == [24, 24] and (counts[:n] == 6).all()
+    assert extra_draws(cfg.replace(extra_repeat=4, steps=3 * (n + 8))).tolist() == [24, 24]
+    assert extra_draws(cfg.replace(extra_train=())).size == 0
+    for bad in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="extra_repeat"):
+            cfg.replace(extra_repeat=bad)
+
+
 def test_training_reads_label_map_sets_with_ignore(tiny_root, tmp_path, monkeypatch):
     """extra_train adds a label-map set to the stream; its 255 pixels reach the loss as ignore."""
     import trashlib.training.loop as loop

@@ -49,6 +49,9 @@ class TrainConfig:
     train_split: str = option("train", "training split (a JSON file of the data root)")
     extra_train: tuple[str, ...] = option((), "label-map datasets (folders with index.json: offline copy-paste, "
                                               "pseudo labels) trained on together with train_split", nargs="*")
+    extra_repeat: float = option(1.0, "how many times an epoch draws each image of extra_train's sets, as a multiple "
+                                       "of a train-split image's draws (>= 1; repeat factors multiply it): the dose "
+                                       "of pseudo labels an arm of a few steps sees")
     val_split: str | None = option("val", "validation split (None: no evaluation)")
     steps: int = option(1000, "optimizer steps")
     batch_size: int = option(8, "images per device per micro-batch")
@@ -190,6 +193,8 @@ class TrainConfig:
             yield f"scale_range must be (low, high) with 0 < low <= high, got {lo_hi!r}"
         if not 0 <= self.hflip <= 1:
             yield f"hflip must be a probability in [0, 1], got {self.hflip}"
+        if not self.extra_repeat >= 1:  # NaN fails too
+            yield f"extra_repeat must be a number >= 1, got {self.extra_repeat}"
         if self.repeat_threshold is not None and not 0 < self.repeat_threshold <= 1:
             yield f"repeat_threshold must be in (0, 1] or None, got {self.repeat_threshold}"
         if not 0 <= self.color_jitter <= 1:

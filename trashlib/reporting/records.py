@@ -267,6 +267,7 @@ class PseudoSetRecord(Record):
     labelled_share: Share | None = None
     quality: dict[str, Share | None] | None = None            # coverage and accuracy (test labels known)
     quality_per_class: dict[str, dict] | None = None
+    draws_per_image: NonNegative | None = None  # how often its students drew each of its images (mean over seeds)
 
 
 # -- one record per notebook -------------------------------------------------------------------------
@@ -391,10 +392,13 @@ class PseudoRecord(NotebookRecord):
     """06: each pseudo-label set's arm against "none", the teacher, and the sets themselves."""
 
     NOTEBOOK: ClassVar[str] = "06_pseudo_label"
+    VERSION: ClassVar[int] = 2  # 2: branch_steps, pseudo_repeat, each set's draws_per_image
 
     trunk_run: str = ""
     seeds: list[Count] = field(default_factory=list)
     reference: str = "none"
+    branch_steps: Count = 0
+    pseudo_repeat: NonNegative = 1.0
     teacher: dict = field(default_factory=dict)
     variants: dict[str, ArmRecord] = field(default_factory=dict)
     table: list[dict] = field(default_factory=list)

@@ -37,7 +37,7 @@ from trashlib.runs.checkpoint import (BEST_FILE, checkpoint_step, last_checkpoin
 from trashlib.training.augment import transform_from_config
 from trashlib.training.folder import (MetricsLog, finished_run, resuming_run, start_folder, truncate_metrics,
                                       trunk_identity)
-from trashlib.training.sampling import TrainStream, repeat_factors, train_loader
+from trashlib.training.sampling import TrainStream, sampling_factors, train_loader
 from trashlib.training.schedule import lr_factor, set_lr
 from trashlib.training.validate import cdb_weights, validate
 
@@ -152,10 +152,12 @@ def train(cfg: TrainConfig, *, model=None, force: bool = False, stop_after: int 
     # checked before an offline pasted set is written; the main process writes that set once, the others read it
     with accelerator.main_process_first():
         data = build_train_dataset(cfg)
-    repeat = None if cfg.repeat_threshold is None else repeat_factors(data, cfg.repeat_threshold)
+    repeat = sampling_factors(data, cfg)
     if repeat is not None and main and shown(progress):
-        print(f"repeat factor sampling (t = {cfg.repeat_threshold}): {int((repeat > 1).sum())} of {len(repeat)} "
-              f"images repeated, up to {repeat.max():.2f}x; an epoch draws about {repeat.sum():.0f} images")
+        rule = f"repeat factor sampling (t = {cfg.repeat_threshold})" if cfg.repeat_threshold else "repeat factors"
+        extra = f", the extra sets' images {cfg.extra_repeat:g}x" if cfg.extra_repeat != 1 and cfg.extra_train else ""
+        print(f"{rule}{extra}: {int((repeat > 1).sum())} of {len(repeat)} images repeated, up to "
+              f"{repeat.max():.2f}x; an epoch draws about {repeat.sum():.0f} images")
     stream = TrainStream(data, transform_from_config(cfg), seed=cfg.seed, paste=online_paster(cfg), repeat=repeat)
     val_set = TrashDataset(cfg.data_root, split=cfg.val_split) if cfg.val_split else None
     accelerator.wait_for_everyone()  # every process has read the folder before the main one changes it

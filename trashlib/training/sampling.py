@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from trashlib.classes import IGNORE_INDEX
 from trashlib.data import TrashDataset
 from trashlib.data.copy_paste import paste_rng
-from trashlib.data.sources import ConcatSource
+from trashlib.data.sources import ConcatSource, build_train_dataset
 from trashlib.memo import remember
 from trashlib.training.augment import item_seed, seed_transform
 
@@ -70,6 +70,26 @@ def _class_presence(dataset) -> np.ndarray:
             raise ValueError(f"training item {i} ({dataset.file_names[i]}) has no mask")
         present[i] = np.bincount(mask.ravel(), minlength=256) > 0  # a count per uint8 value: no sort (np.unique)
     return present if key is None else remember(_PRESENCE, key, present, keep=_KEEP_PRESENCE)
+
+
+def sampling_factors(data, cfg) -> np.ndarray | None:
+    """Per-image draws per epoch of a config's training data (None: every image once).
+
+    The repeat factors of `cfg.repeat_threshold` (`repeat_factors`), with the images of `cfg.extra_train`'s
+    sets (in `data`, a ConcatSource, right after the train split) drawn `cfg.extra_repeat` times as often.
+
+    Shape:
+        returns: (len(data),) float64, every value >= 1, or None
+    """
+    repeat = None if cfg.repeat_threshold is None else repeat_factors(data, cfg.repeat_threshold)
+    if cfg.extra_repeat == 1 or not cfg.extra_train:
+        return repeat
+    sources = data.sources  # build_train_dataset: the train split, then extra_train's sets, then an offline set
+    start = len(sources[0])
+    end = start + sum(len(s) for s in sources[1:1 + len(cfg.extra_train)])
+    repeat = np.ones(len(data)) if repeat is None else repeat
+    repeat[start:end] *= cfg.extra_repeat
+    return repeat
 
 
 def repeat_epoch(seed: int, epoch: int, factors: np.ndarray) -> np.ndarray:
@@ -157,3 +177,31 @@ def train_loader(stream: TrainStream, *, start: int, end: int, batch_size: int, 
                       # an explicit generator keeps the loader from drawing on the global torch RNG,
                       # which is part of the resumable state
                       generator=torch.Generator().manual_seed(0))
+
+
+def draw_counts(stream: TrainStream, start: int, end: int) -> np.ndarray:
+    """How many times each image of `stream`'s dataset is drawn at sample positions start..end-1.
+
+    Shape:
+        returns: (len(stream.dataset),) int64
+    """
+    return np.bincount([stream.index(p) for p in range(start, end)], minlength=stream.n).astype(np.int64)
+
+
+def extra_draws(cfg, *, processes: int = 1) -> np.ndarray:
+    """How many times a run of `cfg` from its first step draws each image of its `extra_train` sets.
+
+    What a short arm gives its technique's data: a pseudo-label student that draws each pseudo-labelled
+    image less than once on average has not trained on its set. Counted from the data order itself
+    (positions 0 .. steps x batch x accumulation x processes).
+
+    Shape:
+        returns: (images of the extra sets,) int64, in their order
+    """
+    data = build_train_dataset(cfg)
+    if not cfg.extra_train:
+        return np.zeros(0, np.int64)
+    stream = TrainStream(data, None, seed=cfg.seed, repeat=sampling_factors(data, cfg))
+    counts = draw_counts(stream, 0, cfg.steps * cfg.grad_accum * cfg.batch_size * processes)
+    start = len(data.sources[0])
+    return counts[start:start + sum(len(s) for s in data.sources[1:1 + len(cfg.extra_train)])]
