@@ -497,12 +497,12 @@ def test_extra_repeat_draws_the_extra_sets_more_and_counts_their_draws(tiny_root
     with_rfs = cfg.replace(extra_repeat=4, repeat_threshold=0.3)
     np.testing.assert_array_equal(sampling_factors(data, with_rfs), repeat_factors(data, 0.3) * ([1] * n + [4, 4]))
     # 6 epochs of the n + 2 images: each extra image drawn 6 times, then 24 at 4x (epochs of n + 8 draws)
-    assert extra_draws(cfg).tolist() == [6, 6]
+    assert extra_draws(cfg).tolist() == [[6, 6]]
     stream = TrainStream(data, None, seed=cfg.seed, repeat=four)
     counts = draw_counts(stream, 0, 6 * (n + 8))
     assert counts[n:].tolist() == [24, 24] and (counts[:n] == 6).all()
-    assert extra_draws(cfg.replace(extra_repeat=4, steps=3 * (n + 8))).tolist() == [24, 24]
-    assert extra_draws(cfg.replace(extra_train=())).size == 0
+    assert extra_draws(cfg.replace(extra_repeat=4, steps=3 * (n + 8)), seeds=[0, 5]).tolist() == [[24, 24]] * 2
+    assert extra_draws(cfg.replace(extra_train=())).shape == (1, 0)
     for bad in (0.5, float("nan")):
         with pytest.raises(ValueError, match="extra_repeat"):
             cfg.replace(extra_repeat=bad)

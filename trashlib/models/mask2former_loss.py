@@ -26,29 +26,6 @@ from transformers.models.mask2former.modeling_mask2former import (
 )
 
 
-def point_weights(valid: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Weights of sampled points: the fraction of valid pixels among each point's bilinear neighbours.
-
-    Shape:
-        valid: (M, 1, H, W) float 0/1; coords: (M, P, 2) in [0, 1]; returns: (M, P)
-    """
-    # border padding: the image edge is no ignored area (targets keep transformers' zero padding)
-    return sample_point(valid, coords, align_corners=False, padding_mode="border").squeeze(1)
-
-
-def point_targets(target_masks: torch.Tensor, valid: torch.Tensor, coords: torch.Tensor):
-    """Targets and weights of sampled points: each binary mask's mean over the valid neighbours, the weights.
-
-    Shape:
-        target_masks: (M, 1, H, W) float binary, 0 where ignored; valid: (M, 1, H, W) float 0/1
-        coords: (M, P, 2) in [0, 1]
-        returns: (M, P) targets in [0, 1], (M, P) weights in [0, 1]
-    """
-    weights = point_weights(valid, coords)
-    labels = sample_point(target_masks, coords, align_corners=False).squeeze(1)
-    return (labels / weights.clamp_min(1e-6)).clamp(max=1.0), weights
-
-
 def sample_cycled(maps: torch.Tensor, coords: torch.Tensor, **kwargs) -> torch.Tensor:
     """`sample_point(maps[arange(M) % N], coords)` without copying the maps for every row.
 
@@ -61,9 +38,35 @@ def sample_cycled(maps: torch.Tensor, coords: torch.Tensor, **kwargs) -> torch.T
     """
     n, c = maps.shape[:2]
     m, p = coords.shape[:2]
+    if m == n:  # a row per image (none, too: an image without targets matches no mask)
+        return sample_point(maps, coords, **kwargs)
     grid = coords.reshape(m // n, n, p, 2).transpose(0, 1)  # (N, L, P, 2): image i's rows i, i + N, ...
     out = sample_point(maps, grid, **kwargs)  # (N, C, L, P)
     return out.permute(2, 0, 1, 3).reshape(m, c, p)
+
+
+def point_weights(valid: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Weights of sampled points: the fraction of valid pixels among each point's bilinear neighbours.
+
+    Shape:
+        valid: (N, 1, H, W) float 0/1, row r's image r % N (`sample_cycled`); coords: (M, P, 2) in [0, 1]
+        returns: (M, P)
+    """
+    # border padding: the image edge is no ignored area (targets keep transformers' zero padding)
+    return sample_cycled(valid, coords, align_corners=False, padding_mode="border")[:, 0]
+
+
+def point_targets(target_masks: torch.Tensor, valid: torch.Tensor, coords: torch.Tensor):
+    """Targets and weights of sampled points: each binary mask's mean over the valid neighbours, the weights.
+
+    Shape:
+        target_masks: (N, C, H, W) float binary, 0 where ignored; valid: (N, 1, H, W) float 0/1; row r samples
+            image r % N (`sample_cycled`); coords: (M, P, 2) in [0, 1]
+        returns: (M, C, P) targets in [0, 1], (M, P) weights in [0, 1]
+    """
+    weights = point_weights(valid, coords)
+    labels = sample_cycled(target_masks, coords, align_corners=False)
+    return (labels / weights[:, None].clamp_min(1e-6)).clamp(max=1.0), weights
 
 
 def weighted_sigmoid_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, num_masks) -> torch.Tensor:
@@ -142,9 +145,7 @@ def batched_costs(mask_logits, class_logits, targets, target_classes, valid, coo
     """
     with torch.autocast(mask_logits.device.type, enabled=False):
         mask_logits, class_logits = mask_logits.float(), class_logits.float()
-        weights = sample_cycled(valid, coords, align_corners=False, padding_mode="border")[:, 0]  # (M, P)
-        labels = sample_cycled(targets, coords, align_corners=False)  # (M, T, P)
-        labels = (labels / weights[:, None].clamp_min(1e-6)).clamp(max=1.0)
+        labels, weights = point_targets(targets, valid, coords)  # (M, T, P), (M, P)
         logits = sample_point(mask_logits, coords, align_corners=False)  # (M, Q, P)
         bce, dice = pairwise_costs(logits, labels, weights)
         cls = -class_logits.softmax(-1).gather(-1, target_classes[:, None, :].expand(-1, class_logits.shape[1], -1))
@@ -279,6 +280,7 @@ class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
         with torch.no_grad():
             coords = self.sample_points(pred_masks, valid)
             labels, weights = point_targets(target_masks, valid, coords)
+            labels = labels[:, 0]
         logits = sample_point(pred_masks, coords, align_corners=False).squeeze(1)
         return {"loss_mask": weighted_sigmoid_ce(logits, labels, weights, num_masks),
                 "loss_dice": weighted_dice(logits, labels, weights, num_masks)}

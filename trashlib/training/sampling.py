@@ -188,20 +188,24 @@ def draw_counts(stream: TrainStream, start: int, end: int) -> np.ndarray:
     return np.bincount([stream.index(p) for p in range(start, end)], minlength=stream.n).astype(np.int64)
 
 
-def extra_draws(cfg, *, processes: int = 1) -> np.ndarray:
-    """How many times a run of `cfg` from its first step draws each image of its `extra_train` sets.
+def extra_draws(cfg, *, seeds=None, processes: int = 1) -> np.ndarray:
+    """How many times a run of `cfg` from its first step draws each image of its `extra_train` sets, per seed.
 
     What a short arm gives its technique's data: a pseudo-label student that draws each pseudo-labelled
     image less than once on average has not trained on its set. Counted from the data order itself
-    (positions 0 .. steps x batch x accumulation x processes).
+    (positions 0 .. steps x batch x accumulation x processes), for each of `seeds` (None: `cfg.seed`); the
+    data and its repeat factors are read once for all of them.
 
     Shape:
-        returns: (images of the extra sets,) int64, in their order
+        returns: (seeds, images of the extra sets) int64, the images in their order
     """
-    data = build_train_dataset(cfg)
+    seeds = [cfg.seed] if seeds is None else list(seeds)
     if not cfg.extra_train:
-        return np.zeros(0, np.int64)
-    stream = TrainStream(data, None, seed=cfg.seed, repeat=sampling_factors(data, cfg))
-    counts = draw_counts(stream, 0, cfg.steps * cfg.grad_accum * cfg.batch_size * processes)
+        return np.zeros((len(seeds), 0), np.int64)
+    data = build_train_dataset(cfg)
+    repeat = sampling_factors(data, cfg)
     start = len(data.sources[0])
-    return counts[start:start + sum(len(s) for s in data.sources[1:1 + len(cfg.extra_train)])]
+    end = start + sum(len(s) for s in data.sources[1:1 + len(cfg.extra_train)])
+    positions = cfg.steps * cfg.grad_accum * cfg.batch_size * processes
+    return np.stack([draw_counts(TrainStream(data, None, seed=seed, repeat=repeat), 0, positions)[start:end]
+                     for seed in seeds])
