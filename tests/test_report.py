@@ -150,6 +150,26 @@ def test_cpu_profile_trunk_pastes_rare_classes_and_each_arm_pastes_only_what_its
     assert (tuned.copy_paste, tuned.cp_classes, tuned.cp_prob) == ("online", trunk_cfg.cp_classes, 0.9)
 
 
+def test_retrained_config_is_the_trunk_recipe_from_scratch_with_or_without_its_pasting(tmp_path):
+    from trashlib.runs.folder import run_name
+
+    prof = parameters.load_profile("cpu")
+    trunk_cfg = parameters.training_config(prof["training"], model="mask2former-swin", data_root="/x")
+    trunk = SimpleNamespace(config=trunk_cfg, name=run_name(trunk_cfg), path=tmp_path / "trunk")
+    rare = parameters.notebook_parameters(prof, "04_copy_paste")["variants"]["online rare"]
+    # the trunk's own pasting: the trunk's config, so train() reuses the trunk's run
+    again = parameters.retrained_config(trunk, **rare)
+    assert again.to_dict() == trunk_cfg.to_dict() and run_name(again) == trunk.name
+    bare = parameters.retrained_config(trunk, copy_paste="none")
+    assert (bare.copy_paste, bare.cp_classes, bare.copy_paste_tag) == ("none", (), "")
+    assert run_name(bare) != trunk.name
+    # from scratch, for the trunk's steps and schedule (not an arm's)
+    assert (bare.init_from, bare.steps, bare.lr, bare.eval_every, bare.seed) == (
+        None, trunk_cfg.steps, trunk_cfg.lr, trunk_cfg.eval_every, trunk_cfg.seed)
+    assert {k: v for k, v in bare.to_dict().items() if not k.startswith(("cp_", "copy_paste"))} == {
+        k: v for k, v in trunk_cfg.to_dict().items() if not k.startswith(("cp_", "copy_paste"))}
+
+
 def test_save_figure_writes_the_png_and_returns_nothing_for_a_cell_to_print(tmp_path, monkeypatch):
     import matplotlib
 

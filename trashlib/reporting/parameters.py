@@ -325,6 +325,17 @@ def branch_config(trunk, branch: dict | None = None, *, seed: int = 0, **varied)
     return TrainConfig.from_dict(config)
 
 
+def retrained_config(trunk, **changed) -> TrainConfig:
+    """The trunk run's recipe trained again from scratch with `changed` (04's trunk with and without pasting).
+
+    Unlike `branch_config` it starts from random weights, for the trunk's steps and schedule; where `changed`
+    sets `copy_paste`, the copy & paste fields it does not set take their defaults (one recipe, as in an arm).
+    Changing nothing gives the trunk's own config, so `train` reuses the trunk's finished run.
+    """
+    config = {k: v for k, v in trunk.config.to_dict().items() if k not in ("run_name", "restart")}  # beside the trunk
+    return TrainConfig.from_dict(_continued(config, changed))
+
+
 def notebook_paths(selection: list[str] | None = None) -> list[Path]:
     """The numbered notebooks in order, optionally filtered by names or number prefixes ("01", "02_baseline...")."""
     nbs = sorted(p for p in paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))

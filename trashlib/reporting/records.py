@@ -345,6 +345,7 @@ class CopyPasteRecord(NotebookRecord):
     """04: each way of pasting against "none", with the copy-paste fields that define each arm."""
 
     NOTEBOOK: ClassVar[str] = "04_copy_paste"
+    VERSION: ClassVar[int] = 2  # 2: trunk_comparison
 
     trunk: str = ""
     trunk_copy_paste: str = "none"
@@ -356,6 +357,7 @@ class CopyPasteRecord(NotebookRecord):
     table: list[dict] = field(default_factory=list)
     rare_classes: list[str] = field(default_factory=list)
     claim: dict = field(default_factory=dict)
+    trunk_comparison: dict = field(default_factory=dict)   # compare.trunk_comparison_record
     runs: list[str] = field(default_factory=list)
 
 
