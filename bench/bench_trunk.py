@@ -253,7 +253,11 @@ def main() -> None:
 
     from trashlib.data import resolve_data_root
 
+    from trashlib.runs.folder import cpu_name
+    from trashlib.training.loop import resolve_precision
+
     args.data = resolve_data_root(args.data)
+    print(f"machine: {cpu_name()}; mixed_precision auto computes in {resolve_precision('auto')} here", flush=True)
     if args.steps <= args.warmup + 1:
         raise SystemExit(f"--steps must exceed --warmup + 1 ({args.warmup + 1})")
     with tempfile.TemporaryDirectory(prefix="bench-trunk-") as tmp:

@@ -100,6 +100,20 @@ def test_auto_precision_is_bf16_only_where_native(tmp_path, monkeypatch, flags, 
     assert loop.resolve_precision("no") == "no" and loop.resolve_precision("bf16") == "bf16"
 
 
+def test_a_run_records_the_cpu_it_ran_on(tmp_path, monkeypatch):
+    from trashlib.runs import folder
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+    monkeypatch.setattr(folder.os, "cpu_count", lambda: 2)
+    assert folder.cpu_name() == "AMD EPYC, 2 cores"
+    assert folder.environment("cpu")["cpu"] == "AMD EPYC, 2 cores"
+    cpuinfo.write_text("processor\t: 0\n")   # no model name (not x86, or a container's cpuinfo)
+    assert folder.cpu_name().endswith(", 2 cores")
+
+
 def test_identity_ignores_bookkeeping():
     a = TrainConfig(steps=10)
     assert a.config_hash() == a.replace(num_workers=3, run_name="x", resume=True, log_every=1).config_hash()

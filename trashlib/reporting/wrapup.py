@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import platform
 import re
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from trashlib.reporting.published import winners_claims, winners_table
 from trashlib.reporting.records import NOTEBOOKS
 from trashlib.reporting.waterfall import class_frame, collect_steps
 from trashlib.runs import CONFIG_FILE, Run
+from trashlib.runs.folder import cpu_name
 
 # the tag that marks, in each notebook, the markdown cell whose heading the wrap-up page links a step to
 KEY_TAG = "key-result"
@@ -103,8 +103,10 @@ def _hardware(stages) -> str:
         folder = Path(paths.RUNS_DIR) / name
         env = Run(folder).environment if (folder / CONFIG_FILE).exists() else {}
         if env.get("device"):
-            return f"{env.get('device_name') or env['device']} ({env.get('platform', '')}), as recorded by {name}"
-    return f"this machine: {platform.machine()}, {os.cpu_count()} cores (no run here recorded its device)"
+            device = env.get("device_name") or (f"cpu: {env['cpu']}" if env.get("cpu") else env["device"])
+            precision = f", {env['mixed_precision']}" if env.get("mixed_precision") not in (None, "no") else ", fp32"
+            return f"{device}{precision} ({env.get('platform', '')}), as recorded by {name}"
+    return f"this machine: {cpu_name()} (no run here recorded its device)"
 
 
 def _summary(records, metrics, stages, profile: str, unreadable: dict) -> str:

@@ -167,11 +167,22 @@ def git_state() -> dict:
         return {"commit": "unknown", "dirty": None}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's cpuinfo; else what `platform` says) and its core count: "AMD EPYC, 2 cores"."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{name or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
 def environment(device: str, *, precision: str = "no") -> dict:
-    """Provenance of a run: git state, interpreter and library versions, device, the precision used
-    (what `mixed_precision: auto` became on this machine)."""
+    """Provenance of a run: git state, interpreter and library versions, device and CPU, the precision used
+    (what `mixed_precision: auto` became on this machine: step times differ by machine and precision)."""
     env = {"git": git_state(), "python": platform.python_version(), "platform": platform.platform(),
-           "torch": torch.__version__, "device": device, "mixed_precision": precision}
+           "torch": torch.__version__, "device": device, "cpu": cpu_name(), "mixed_precision": precision}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name()
     for lib in ("transformers", "accelerate", "albumentations", "numpy", "safetensors"):
