@@ -11,6 +11,11 @@ random-init tiny model on 2 CPU cores learned faster without drop path and colou
   the transformer decoder attend over the whole image anyway.
 - one deformable encoder layer in the pixel decoder (was 2): its sampling's backward is the slowest
   kernel of a CPU step.
+- a pixel decoder of 64 channels (`feature_size`, was 128; the mask features and the queries keep 128):
+  its 3x3 output convolution on the stride-4 map alone was a quarter of the forward's matrix work, which
+  is what a CPU without native bf16 spends its step on.
+- 3 mask predictions per image (`decoder_layers` 3: the initial queries' and two decoder layers'; was 4),
+  matched and scored on 512 sampled points (was 1024).
 - MaskDINO's tiny has 10 denoising queries and SegViT's tiny patch 8 (a 16x16 token grid at 128 pixels).
 What each choice measured, and the choices that measured no gain (fewer queries, fewer deformable points),
 are in docs/experiments.md.
@@ -30,12 +35,12 @@ SWIN = {
 }
 
 # Mask2Former head; {} = transformers' defaults (hidden 256, 100 queries, 6 encoder / 10 decoder layers,
-# 12544 loss points per mask). tiny samples 1024 points: a 128x128 working image has 32x32 = 1024 mask-logit
-# pixels, and the default made the Hungarian matcher's cost matrices 3/4 of a CPU training step. tiny's one
-# encoder layer: see the module docstring.
+# 12544 loss points per mask). tiny samples 512 of the 32x32 = 1024 mask-logit pixels of a 128x128 working
+# image: the default made the Hungarian matcher's cost matrices 3/4 of a CPU training step. tiny's pixel
+# decoder width, its one encoder layer and its three predictions: see the module docstring.
 MASK2FORMER_HEAD = {
-    "tiny": dict(feature_size=128, mask_feature_size=128, hidden_dim=128, encoder_feedforward_dim=512,
-                 dim_feedforward=512, num_queries=50, encoder_layers=1, decoder_layers=4, train_num_points=1024),
+    "tiny": dict(feature_size=64, mask_feature_size=128, hidden_dim=128, encoder_feedforward_dim=256,
+                 dim_feedforward=512, num_queries=50, encoder_layers=1, decoder_layers=3, train_num_points=512),
     "base": {},
     "large": {},
 }
@@ -45,8 +50,8 @@ MASK2FORMER_HEAD = {
 # semantic config (IDEA-Research/MaskDINO configs/ade20k/semantic-segmentation/maskdino_R50_bs16_160k_steplr.yaml:
 # hidden 256, 100 queries, 9 decoder layers with feed-forward 2048, 6 encoder layers with feed-forward 1024,
 # 3 levels, class weight 4, denoising "seg" with 100 queries and noise 0.4, box L1 5 / GIoU 2), whose other
-# shapes are transformers' defaults; query selection on (see maskdino.py). tiny: MASK2FORMER_HEAD's tiny
-# shapes and 10 denoising queries, since each denoising mask adds point losses in every round (the step times
+# shapes are transformers' defaults; query selection on (see maskdino.py). tiny: the shapes of MASK2FORMER_HEAD's
+# tiny before its pixel decoder narrowed (MaskDINO's decoder needs feature_size == hidden_dim), and 10 denoising queries, since each denoising mask adds point losses in every round (the step times
 # with 10, 20 and 100: docs/experiments.md).
 _MASKDINO_DINO = dict(query_selection=True, dn_noise_scale=0.4, decoder_points=4, box_weight=5.0, giou_weight=2.0)
 MASKDINO_HEAD = {
