@@ -88,6 +88,7 @@ class Mask2FormerSegmenter(SegmentationModel):
             raise ValueError(f"Mask2Former head has {hf_model.config.num_labels} labels, expected {num_classes}")
         if not isinstance(hf_model.criterion, IgnoreAwareMask2FormerLoss):
             hf_model.criterion = IgnoreAwareMask2FormerLoss.replacing(hf_model.criterion, hf_model.config)
+        freeze_unread_levels(hf_model)
         self.hf = hf_model
 
     @property
@@ -142,6 +143,24 @@ def swin_backbone_config(size: str):
     from transformers import SwinConfig
 
     return SwinConfig(**size_config(SWIN, size, "Swin"), out_features=["stage1", "stage2", "stage3", "stage4"])
+
+
+def freeze_unread_levels(hf_model: nn.Module) -> None:
+    """Freeze the input projection of each pixel-decoder level that no masked-attention layer reads.
+
+    The decoder's layers attend to the three levels in turn (layer i to level i % 3), so one of fewer than
+    three layers (tiny's two) never reads the last level, whose projection (a 1x1 convolution where
+    feature_size differs from hidden_dim) is computed and unused: a trainable parameter without gradients,
+    which DistributedDataParallel rejects. Training is the same either way: AdamW skips a parameter without
+    a gradient.
+    """
+    module = getattr(getattr(hf_model, "model", None), "transformer_module", None)
+    if module is None or not hasattr(module, "input_projections"):
+        return
+    read = {i % module.num_feature_levels for i in range(len(module.decoder.layers))}
+    for level, projection in enumerate(module.input_projections):
+        if level not in read:
+            projection.requires_grad_(False)
 
 
 def freeze_unused_swin_norm(model: nn.Module) -> None:
