@@ -15,7 +15,9 @@ random-init tiny model on 2 CPU cores learned faster without drop path and colou
   its 3x3 output convolution on the stride-4 map alone was a quarter of the forward's matrix work, which
   is what a CPU without native bf16 spends its step on.
 - 3 mask predictions per image (`decoder_layers` 3: the initial queries' and two decoder layers'; was 4),
-  matched and scored on 512 sampled points (was 1024).
+  matched and scored on 512 sampled points (was 1024). The two layers attend to the 1/32 and 1/16 levels;
+  the 1/8 level reaches the masks through the pixel decoder's mask features only (its unread projection is
+  frozen: `mask2former.freeze_unread_levels`).
 - MaskDINO's tiny has 10 denoising queries and SegViT's tiny patch 8 (a 16x16 token grid at 128 pixels).
 What each choice measured, and the choices that measured no gain (fewer queries, fewer deformable points),
 are in docs/experiments.md.
