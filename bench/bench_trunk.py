@@ -257,7 +257,7 @@ def main() -> None:
     from trashlib.training.loop import resolve_precision
 
     args.data = resolve_data_root(args.data)
-    precision = {"no": "fp32"}.get(resolve_precision("auto"), resolve_precision("auto"))
+    precision = resolve_precision("auto").replace("no", "fp32")
     print(f"machine: {cpu_name()}; mixed_precision auto computes in {precision} here", flush=True)
     if args.steps <= args.warmup + 1:
         raise SystemExit(f"--steps must exceed --warmup + 1 ({args.warmup + 1})")

@@ -243,15 +243,13 @@ def test_split_gap_judges_one_model_on_two_sets_of_images_by_their_own_noise():
 
 
 def test_a_trunk_with_and_without_pasting_is_recorded_side_by_side_with_its_image_noise():
-    from types import SimpleNamespace
-
     from trashlib.scoring.compare import trunk_comparison_record
 
     rng = np.random.default_rng(1)
     without = _results([_stack([_image(100, int(w)) for w in rng.integers(0, 60, size=20)])], seeds=[0])
     with_ = _results([_stack([_image(100, int(w)) for w in rng.integers(0, 40, size=20)])], seeds=[0])
-    runs = {"with pasting": SimpleNamespace(name="pasted"), "without pasting": SimpleNamespace(name="bare")}
-    record = trunk_comparison_record({"with pasting": with_, "without pasting": without}, runs,
+    without.run_names, with_.run_names = ["bare"], ["pasted"]
+    record = trunk_comparison_record({"with pasting": with_, "without pasting": without},
                                      pasting="online rare", classes=["General trash", "Battery"])
     assert record["pasting"] == "online rare"
     assert record["with_pasting"]["run"] == "pasted" and record["without_pasting"]["run"] == "bare"
@@ -262,4 +260,4 @@ def test_a_trunk_with_and_without_pasting_is_recorded_side_by_side_with_its_imag
     assert lo < record["delta"] < hi and record["noise"] == "images"
     assert record["verdict"] == "one seed"   # the training noise of a whole run is not measured
     assert record["per_class_delta"]["Battery"] is None and record["per_class_delta"]["General trash"]["delta"] > 0
-    assert trunk_comparison_record({}, {}, pasting=None)["not_run"]
+    assert trunk_comparison_record({}, pasting=None)["not_run"]

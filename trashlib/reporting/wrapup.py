@@ -104,7 +104,7 @@ def _hardware(stages) -> str:
         env = Run(folder).environment if (folder / CONFIG_FILE).exists() else {}
         if env.get("device"):
             device = env.get("device_name") or (f"cpu: {env['cpu']}" if env.get("cpu") else env["device"])
-            precision = f", {env['mixed_precision']}" if env.get("mixed_precision") not in (None, "no") else ", fp32"
+            precision = {None: "", "no": ", fp32"}.get(env.get("mixed_precision"), f", {env.get('mixed_precision')}")
             return f"{device}{precision} ({env.get('platform', '')}), as recorded by {name}"
     return f"this machine: {cpu_name()} (no run here recorded its device)"
 

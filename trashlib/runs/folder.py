@@ -167,15 +167,18 @@ def git_state() -> dict:
         return {"commit": "unknown", "dirty": None}
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux's cpuinfo; else what `platform` says) and its core count: "AMD EPYC, 2 cores"."""
-    name = ""
+def cpuinfo(key: str) -> str:
+    """The value of the first `key` line of Linux's /proc/cpuinfo ("model name", "flags"); "" where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), "")
     except OSError:
-        pass
-    return f"{name or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+        return ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's cpuinfo; else what `platform` says) and its core count: "AMD EPYC, 2 cores"."""
+    return f"{cpuinfo('model name') or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
 
 
 def environment(device: str, *, precision: str = "no") -> dict:

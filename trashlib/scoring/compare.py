@@ -441,25 +441,24 @@ def variant_record(results: ArmResults, reference: ArmResults | None = None, *,
     return record
 
 
-def trunk_comparison_record(results: Mapping[str, ArmResults], runs: Mapping, *, pasting: str | None,
+def trunk_comparison_record(results: Mapping[str, ArmResults], *, pasting: str | None,
                             classes: Sequence[str] = ()) -> dict:
-    """04's record of a trunk trained with and without pasting (`results` and `runs` keyed "with pasting" and
-    "without pasting", one run each): {pasting (the arm whose recipe it used), with_pasting and without_pasting
-    (each: run, val_mIoU, per_class_iou, small_object_recall), and the contrast of the first against the
-    second (`Contrast.as_dict`, per_class_delta for `classes`)}. Empty `results`: {pasting: None, not_run: why}."""
+    """04's record of a trunk trained with and without pasting (`results` keyed "with pasting" and "without
+    pasting", one run each): {pasting (the arm whose recipe it used), with_pasting and without_pasting (each:
+    run, val_mIoU, per_class_iou, small_object_recall), and the first's contrast against the second as in
+    `variant_record` (delta, delta_ci, mde, noise, verdict, per_class_delta)}. Empty `results`: {pasting: None,
+    not_run: why}."""
     if not results:
         return {"pasting": None, "not_run": "trunk_comparison is None in this profile (a second trunk)"}
+    without = results["without pasting"]
+    pasted = variant_record(results["with pasting"], without, classes=classes)
 
-    def side(name: str) -> dict:
-        r = results[name]
-        return {"run": runs[name].name, "val_mIoU": r.mean,
-                "per_class_iou": {n: (None if not math.isfinite(v) else float(v))
-                                  for n, v in zip(CLASS_NAMES, r.per_class_iou)},
-                "small_object_recall": r.small_object_recall}
+    def side(record: dict) -> dict:
+        return {"run": record["run_names"][0], "val_mIoU": record["val_mIoU_mean"],
+                "per_class_iou": record["per_class_iou"], "small_object_recall": record["small_object_recall"]}
 
-    main, by_class = contrast(results["with pasting"], results["without pasting"], classes=classes)
-    return {"pasting": pasting, "with_pasting": side("with pasting"), "without_pasting": side("without pasting"),
-            **main.as_dict(), "per_class_delta": {c: None if k is None else k.as_dict() for c, k in by_class.items()}}
+    return {"pasting": pasting, "with_pasting": side(pasted), "without_pasting": side(variant_record(without)),
+            **{k: pasted[k] for k in ("delta", "delta_ci", "mde", "noise", "verdict", "per_class_delta")}}
 
 
 def run_scores(run) -> Scores:

@@ -53,11 +53,7 @@ def _accelerator(cfg: TrainConfig):
 
 def _cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX-BF16; read from Linux's cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = runs.folder.cpuinfo("flags").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
